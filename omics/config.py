@@ -1,0 +1,98 @@
+"""Typed training configuration: a stage's YAML file, then `--set key=value` overrides, saved resolved."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SYSTEM_PROMPT = (
+    "You are a knowledgeable and helpful biology assistant. Please answer my biology sequence-related "
+    "questions clearly and concisely. For regression tasks, please return a number."
+)
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run. Defaults are neutral; each stage's YAML states its choices and why."""
+
+    # what is trained
+    finetune: str = "lora"  # "lora" or "full"
+    lora_r: int = 64
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    fully_trained_modules: list[str] = field(default_factory=list)  # trained in full next to LoRA, saved
+    train_norms: bool = True  # RMSNorm weights trained (and saved) next to LoRA, as in the paper
+    train_chat_token_rows: bool = False  # train the chat-token embedding rows (Stage 2's new format)
+    loraplus_lr_ratio: float = 16.0  # LoRA+: B matrices learn this many times faster than A
+    # data
+    max_length: int = 1024  # tokens per packed block (Stage 1) / per example (Stages 2-3)
+    wrap_tags: bool = False  # Stage 1: wrap each sequence as <dna>…<dna>
+    task_prefix_fraction: float = 0.0  # Stages 2-3: share of questions prefixed "[Regression: task]"
+    system_prompt: str = SYSTEM_PROMPT
+    on_bad_line: str = "skip"  # "skip" (report and go on) or "stop" (report and stop)
+    replay_ratio: float = 1.0  # Stage 3: replayed Stage 2 examples per reasoning example
+    # optimisation
+    learning_rate: float = 1e-4
+    min_lr_ratio: float = 0.1  # cosine decays to this fraction of the peak
+    warmup_ratio: float = 0.03
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    micro_batch_size: int = 4
+    grad_accum: int = 8
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    optimizer: str = "adamw"  # "adamw", "adamw_8bit" (bitsandbytes), "adafactor"
+    gradient_checkpointing: bool = True
+    checkpoint_every_n_layers: int = 1  # >1 keeps layers between checkpoints un-checkpointed (faster)
+    liger: bool = True  # Liger kernels (fused linear cross-entropy, RMSNorm, SwiGLU, RoPE) when installed
+    attn_implementation: str = "auto"  # "auto" picks flash_attention_2 if installed, else sdpa
+    torch_compile: bool = False
+    seed: int = 42
+    # bookkeeping
+    logging_steps: int = 10
+    save_steps: int = 500
+    save_total_limit: int = 3
+    eval_steps: int = 500
+    eval_generation_samples: int = 64  # Stages 2-3: examples generated at each periodic evaluation
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ValueError(f"--set expects key=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config and apply `key=value` overrides (values parsed as YAML: 1e-4, true, [a, b])."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found")
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of key: value, got {type(values).__name__}")
+    values.update(_parse_override(item) for item in overrides or [])
+    known = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"{path}: unknown config keys {unknown}; valid keys: {sorted(known)}")
+    config = TrainConfig(**values)
+    for name, f in known.items():  # YAML reads 1e-4 as a string; coerce by the declared type
+        value = getattr(config, name)
+        if f.type in ("float", "int") and isinstance(value, str | int | float) and not isinstance(value, bool):
+            setattr(config, name, (float if f.type == "float" else int)(value))
+    if config.finetune not in ("lora", "full"):
+        raise ValueError(f"finetune must be 'lora' or 'full', got {config.finetune!r}")
+    if config.on_bad_line not in ("skip", "stop"):
+        raise ValueError(f"on_bad_line must be 'skip' or 'stop', got {config.on_bad_line!r}")
+    return config

@@ -1,0 +1,85 @@
+"""The one-GPU rule, and the runtime choices that depend on the machine (dtype, attention, kernels).
+
+`pin_one_gpu` must run before torch initialises CUDA: the HF Trainer wraps the model in DataParallel as
+soon as it sees several GPUs, and the request forbids multi-GPU use on the user's machine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+
+log = logging.getLogger("omics")
+
+
+def pin_one_gpu(index: int = 0) -> str:
+    """Make exactly one GPU visible: the `index`-th of those visible now. Returns what was pinned."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        raise RuntimeError("CUDA was initialised before the GPU was pinned; call pin_one_gpu first")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    candidates = [d.strip() for d in visible.split(",") if d.strip()] if visible else None
+    if candidates is not None and not candidates:
+        return "none (CUDA_VISIBLE_DEVICES is empty)"
+    if candidates is not None and index >= len(candidates):
+        raise ValueError(f"--gpu {index}: only {len(candidates)} GPU(s) visible ({visible})")
+    chosen = candidates[index] if candidates is not None else str(index)
+    os.environ["CUDA_VISIBLE_DEVICES"] = chosen
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    return chosen
+
+
+def has_package(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def use_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def model_dtype():
+    """bf16 on GPUs that have it, fp32 on CPU (CPU bf16 matmuls are slow and lossy for tiny models)."""
+    import torch
+
+    if use_cuda():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def attention_implementation(requested: str = "auto") -> str:
+    """flash_attention_2 only when the user installed it (no PyPI wheel exists), else SDPA."""
+    if requested != "auto":
+        return requested
+    return "flash_attention_2" if use_cuda() and has_package("flash_attn") else "sdpa"
+
+
+def liger_available(wanted: bool) -> bool:
+    """Liger's Triton kernels need CUDA and the package; say so once when they are wanted but absent."""
+    if not wanted:
+        return False
+    if not use_cuda():
+        return False
+    if not has_package("liger_kernel"):
+        log.info("liger-kernel not installed: using PyTorch RMSNorm/SwiGLU/cross-entropy (pip install omics[gpu])")
+        return False
+    return True
+
+
+def describe() -> dict[str, str | int | None]:
+    """What the run executes on, for the run's parameters file."""
+    import torch
+
+    if not use_cuda():
+        return {"device": "cpu", "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "device": props.name,
+        "memory_gib": round(props.total_memory / 2**30, 1),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "cuda": torch.version.cuda,
+        "visible_count": torch.cuda.device_count(),
+    }

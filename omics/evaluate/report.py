@@ -1,0 +1,220 @@
+"""What an evaluation leaves behind: predictions, metrics.json, tfevents, a Markdown table, comparisons.
+
+Written generically against the per-task dicts of `metrics.score_task` (any numeric scalar is logged),
+so Stage 1's perplexity results go through the same writer under other file names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+PREDICTION_FIELDS = ("task", "input", "label", "prediction", "generated", "valid", "format_ok")
+MISSING = "—"
+
+
+def ensure_writable(path: Path, overwrite: bool) -> None:
+    """Refuse to replace earlier results (a non-empty file or folder) unless the user asked for it."""
+    path = Path(path)
+    occupied = (path.is_file() and path.stat().st_size > 0) or (path.is_dir() and any(path.iterdir()))
+    if occupied and not overwrite:
+        raise FileExistsError(f"{path} already exists and is not empty; pass --overwrite to replace it.")
+
+
+@contextmanager
+def _atomic_open(path: Path) -> Iterator[TextIO]:
+    """Write beside the target, then rename: a crash never leaves a half-written results file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_predictions(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
+    """One JSON line per example; `format_ok` is None outside Stage 3, extra keys are kept after."""
+    with _atomic_open(path) as f:
+        for row in rows:
+            record = {key: row[key] for key in PREDICTION_FIELDS if key != "format_ok"}
+            record["format_ok"] = row.get("format_ok")
+            record.update((k, v) for k, v in row.items() if k not in record)
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return Path(path)
+
+
+def read_predictions(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with Path(path).open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{line_no}: not a JSON line ({err.msg})") from err
+    return rows
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _scalars(values: dict[str, Any], prefix: str) -> Iterator[tuple[str, float]]:
+    """Numeric leaves as (tag, value); the paper metric is logged under one stable name per task."""
+    for key, value in values.items():
+        tag = f"{prefix}/{key}"
+        if key == "paper_metric" and isinstance(value, dict):
+            yield tag, float(value["value"])
+        elif _is_number(value):
+            yield tag, float(value)
+        elif isinstance(value, dict):
+            yield from _scalars(value, tag)
+
+
+def write_metrics(
+    metrics_dir: Path,
+    results: dict[str, dict[str, Any]],
+    overall: dict[str, Any],
+    meta: dict[str, Any],
+    *,
+    tag: str,
+    step: int = 0,
+    json_name: str = "metrics.json",
+    md_name: str = "metrics.md",
+) -> dict[str, Any]:
+    """metrics.json + tfevents (`eval/<task>/<metric>`, at the training `step`) + a Markdown table.
+
+    The event file goes into `metrics_dir/tensorboard/` next to the training logs, named with `tag`, so
+    TensorBoard shows evaluation scalars beside the training curves of the same run.
+    """
+    from torch.utils.tensorboard import SummaryWriter  # heavy import, only when writing
+
+    metrics_dir = Path(metrics_dir)
+    doc = {"meta": {**meta, "tag": tag, "step": step}, "overall": overall, "tasks": results}
+    with _atomic_open(metrics_dir / json_name) as f:
+        f.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    writer = SummaryWriter(str(metrics_dir / "tensorboard"), filename_suffix=f".{tag}")
+    try:
+        for task, result in results.items():
+            for name, value in _scalars(result, f"eval/{task}"):
+                writer.add_scalar(name, value, step)
+        for name, value in _scalars(overall, "eval/overall"):
+            writer.add_scalar(name, value, step)
+    finally:
+        writer.close()
+    with _atomic_open(metrics_dir / md_name) as f:
+        f.write(f"# Evaluation: {tag}\n\n{format_table(results, overall)}")
+    return doc
+
+
+def _num(value: Any, fmt: str = ".2f") -> str:
+    return format(value, fmt) if _is_number(value) else MISSING
+
+
+def _paper(result: dict[str, Any]) -> str:
+    metric = result.get("paper_metric")
+    return f"{metric['name']} = {_num(metric['value'])}" if metric else MISSING
+
+
+def format_table(results: dict[str, dict[str, Any]], overall: dict[str, Any]) -> str:
+    """Per-task line (scores ×100, valid rate in %), warnings listed under it, then the overall means."""
+    lines = [
+        "| task | type | n | valid % | paper metric | Mixed Score | warnings |",
+        "|---|---|---:|---:|---|---:|---|",
+    ]
+    notes = []
+    for task, r in results.items():
+        valid = _num(100 * r["valid_rate"]) if _is_number(r.get("valid_rate")) else MISSING
+        warnings = r.get("warnings") or []
+        marker = f"⚠ {len(warnings)}" if warnings else ""
+        lines.append(
+            f"| {task} | {r.get('type', MISSING)} | {r.get('n', MISSING)} | {valid} | {_paper(r)} "
+            f"| {_num(r.get('mixed_score'))} | {marker} |"
+        )
+        notes += [f"- ⚠ {task}: {w}" for w in warnings]
+    lines += ["", *notes, *([""] if notes else []), "Overall:"]
+    for key, value in overall.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {_num(v)}" for k, v in value.items()) or MISSING
+        elif isinstance(value, float):
+            value = _num(value)
+        lines.append(f"- {key}: {value}")
+    return "\n".join(lines) + "\n"
+
+
+def _delta(new: Any, old: Any) -> str:
+    return f"{new - old:+.2f}" if _is_number(new) and _is_number(old) else MISSING
+
+
+def _compare_table(
+    title: str, rows: dict[str, list[Any]], labels: list[str], metric: dict[str, str] | None = None
+) -> list[str]:
+    """Values per stage, the change between consecutive stages, and last minus first (with 3+ stages)."""
+    pairs = [(i, i - 1) for i in range(1, len(labels))] + ([(len(labels) - 1, 0)] if len(labels) > 2 else [])
+    text_cols = ["task", "metric"] if metric else ["task"]
+    numeric_cols = [*labels, *(f"Δ {labels[a]}-{labels[b]}" for a, b in pairs)]
+    lines = [
+        f"## {title}",
+        "",
+        "| " + " | ".join(text_cols + numeric_cols) + " |",
+        "|" + "---|" * len(text_cols) + "---:|" * len(numeric_cols),
+    ]
+    for name, values in rows.items():
+        cells = [name, *([metric.get(name, MISSING)] if metric else []), *(_num(v) for v in values)]
+        cells += [_delta(values[a], values[b]) for a, b in pairs]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def compare(docs: dict[str, dict[str, Any]]) -> str:
+    """Stage-by-stage Mixed Score and paper metric per task (label → metrics.json document, in order).
+
+    Tasks missing from a stage show as "—"; a warning heads the output when the stages were scored on
+    different data files, since their deltas would then compare different examples.
+    """
+    labels = list(docs)
+    tasks = list(dict.fromkeys(task for doc in docs.values() for task in doc["tasks"]))
+    mixed, paper_values, paper_names = {}, {}, {}
+    for task in tasks:
+        results = [doc["tasks"].get(task, {}) for doc in docs.values()]
+        metrics = [r.get("paper_metric") or {} for r in results]
+        mixed[task] = [r.get("mixed_score") for r in results]
+        paper_values[task] = [m.get("value") for m in metrics]
+        paper_names[task] = next((m["name"] for m in metrics if "name" in m), MISSING)
+    mixed["mean (all tasks)"] = [doc["overall"].get("mixed_score_mean") for doc in docs.values()]
+
+    lines = []
+    shas = {label: doc["meta"].get("data_sha256") for label, doc in docs.items()}
+    if len(set(shas.values())) > 1:
+        listed = ", ".join(f"{label}: {(sha or 'unknown')[:12]}" for label, sha in shas.items())
+        lines += [
+            f"> ⚠ Warning: these evaluations used different data files ({listed}); "
+            "their deltas compare different examples.",
+            "",
+        ]
+    lines += _compare_table("Mixed Score (×100)", mixed, labels)
+    lines += _compare_table("Paper metric (×100)", paper_values, labels, paper_names)
+    return "\n".join(lines)
+
+
+def compare_files(paths: dict[str, Path]) -> tuple[str, dict[str, dict[str, Any]]]:
+    """Load metrics.json files (label → path) and compare them; errors name the file."""
+    docs = {}
+    for label, path in paths.items():
+        try:
+            docs[label] = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"{path}: no metrics.json there (run that stage's evaluate)") from err
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not a metrics.json document ({err.msg})") from err
+    return compare(docs), docs

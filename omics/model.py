@@ -1,0 +1,149 @@
+"""Model and tokenizer: load, repair the base model's untrained chat rows, LoRA or full set-up, save.
+
+Everything that is trained is saved: RMSNorm weights and fully trained projections go through PEFT's
+`modules_to_save`, chat-token rows through `trainable_token_indices`, so both the adapter and the merged
+model carry them (a known failure of reproductions is training norms and dropping them at save time).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from omics.config import SYSTEM_PROMPT, TrainConfig
+from omics.device import attention_implementation, model_dtype
+
+log = logging.getLogger("omics")
+
+CHAT_TOKENS = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
+END_OF_TURN = "<|eot_id|>"
+NORM_MODULES = ["input_layernorm", "post_attention_layernorm", "model.norm"]
+
+# Llama-3.1's chat format, with the paper's system prompt as the default system turn.
+CHAT_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- if messages[0]['role'] == 'system' %}{%- set system = messages[0]['content'] %}"
+    "{%- set messages = messages[1:] %}{%- else %}{%- set system = '" + SYSTEM_PROMPT + "' %}{%- endif %}"
+    "{{- '<|start_header_id|>system<|end_header_id|>\\n\\n' + system | trim + '<|eot_id|>' }}"
+    "{%- for message in messages %}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim"
+    " + '<|eot_id|>' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
+)
+
+
+def require_model_dir(path: str | Path, hint: str) -> Path:
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no model at {path} (no config.json there). {hint}")
+    return path
+
+
+def load_tokenizer(path: str | Path, chat: bool) -> PreTrainedTokenizerBase:
+    """The base tokenizer with pad ≠ stop token; with `chat`, the chat template the saved model carries."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None or tokenizer.pad_token_id in (tokenizer.eos_token_id, end_of_turn_id(tokenizer)):
+        tokenizer.pad_token = "<|finetune_right_pad_id|>"
+    if chat:
+        tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def end_of_turn_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    return tokenizer.convert_tokens_to_ids(END_OF_TURN)
+
+
+def load_model(path: str | Path, attn: str = "auto") -> PreTrainedModel:
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=model_dtype(), attn_implementation=attention_implementation(attn)
+    )
+    if torch.cuda.is_available():
+        model.to("cuda")
+    return model
+
+
+def repair_untrained_rows(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    """Give the chat tokens' untrained (near-zero) embedding rows the mean of the trained rows.
+
+    Llama-3 base never saw `<|start_header_id|>`, `<|end_header_id|>`, `<|eot_id|>`: with their rows near
+    zero, chat fine-tuning spikes or never learns to stop. Returns the tokens repaired.
+    """
+    repaired = []
+    with torch.no_grad():
+        for matrix in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings())}.values():
+            weight = matrix.weight
+            norms = weight.float().norm(dim=-1)
+            trained = norms > 0.1 * norms.median()
+            mean = weight[trained].float().mean(dim=0).to(weight.dtype)
+            for token in CHAT_TOKENS:
+                token_id = tokenizer.convert_tokens_to_ids(token)
+                if not trained[token_id]:
+                    weight[token_id] = mean
+                    repaired.append(token)
+    if repaired:
+        log.info("repaired untrained embedding rows (set to the mean row): %s", sorted(set(repaired)))
+    return sorted(set(repaired))
+
+
+def chat_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    return [tokenizer.convert_tokens_to_ids(t) for t in CHAT_TOKENS]
+
+
+def prepare_for_training(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: TrainConfig):
+    """Wrap the model for what the config trains: LoRA (+ norms, projections, chat rows) or all weights."""
+    if config.finetune == "full":
+        for name, param in model.named_parameters():
+            param.requires_grad = "embed_tokens" not in name and "lm_head" not in name
+        return model
+    modules_to_save = (NORM_MODULES if config.train_norms else []) + list(config.fully_trained_modules)
+    overlap = set(config.fully_trained_modules) & set(config.lora_target_modules)
+    if overlap:
+        raise ValueError(f"modules {sorted(overlap)} are both LoRA targets and fully trained; pick one")
+    token_rows = chat_token_ids(tokenizer) if config.train_chat_token_rows else None
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.lora_target_modules),
+        modules_to_save=modules_to_save or None,
+        trainable_token_indices={"embed_tokens": token_rows, "lm_head": token_rows} if token_rows else None,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def count_parameters(model: torch.nn.Module) -> dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable}
+
+
+def save_trained(model, tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> Path:
+    """Save a standalone model (LoRA merged in) + tokenizer to `out_dir`; keep the adapter in `adapter/`.
+
+    Files are written to a staging folder first and moved in, so a crash never leaves half a model.
+    """
+    staging = out_dir / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    if isinstance(model, PeftModel):
+        model.save_pretrained(staging / "adapter")
+        model = model.merge_and_unload()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if tokenizer.chat_template:  # generation stops at the end of the assistant's turn
+        model.generation_config.eos_token_id = [end_of_turn_id(tokenizer), tokenizer.eos_token_id]
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    for item in staging.iterdir():
+        target = out_dir / item.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        item.replace(target)
+    staging.rmdir()
+    return out_dir

@@ -1,0 +1,1 @@
+"""Bundled demo data (regenerate with `python -m omics.samples.make_samples`)."""

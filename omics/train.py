@@ -1,0 +1,297 @@
+"""One training run for every stage: config → data (cached) → model → HF Trainer → merged model + records.
+
+A stage contributes a `Recipe` (what its data looks like, whether it speaks the chat format); all the rest —
+overwrite protection, checkpoints and resume, LoRA+, logging, saving — is shared.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
+from transformers.integrations import TensorBoardCallback
+
+from omics import paths
+from omics.config import TrainConfig, load_config
+from omics.data.packing import Example, PackedCollator, cache_key, cached_blocks, file_sha256, pack
+from omics.data.validate import DataReport
+from omics.device import describe, liger_available, use_cuda
+from omics.model import (
+    count_parameters,
+    load_model,
+    load_tokenizer,
+    prepare_for_training,
+    repair_untrained_rows,
+    require_model_dir,
+    save_trained,
+)
+
+log = logging.getLogger("omics")
+CACHE_VERSION = 1
+CHECKPOINTS = "checkpoints"
+
+ExampleBuilder = Callable[[Path, PreTrainedTokenizerBase, TrainConfig, DataReport, dict], Iterator[Example]]
+
+
+@dataclass
+class Recipe:
+    """What a stage changes: its number, whether it uses the chat format, how a data file becomes examples."""
+
+    stage: int
+    chat: bool
+    examples: ExampleBuilder
+    missing_base_hint: str
+
+
+@dataclass
+class RunArgs:
+    data: Path
+    base_model: Path
+    output_dir: Path
+    metrics_dir: Path
+    config: Path
+    overrides: list[str] = field(default_factory=list)
+    eval_data: Path | None = None
+    extra_data: dict[str, Path] = field(default_factory=dict)  # e.g. Stage 3's replay file
+    resume: bool = False
+    overwrite: bool = False
+
+    @classmethod
+    def from_cli(cls, args) -> RunArgs:
+        replay = getattr(args, "replay_data", None)
+        return cls(data=args.data, eval_data=args.eval_data, base_model=args.base_model,
+                   output_dir=args.output_dir, metrics_dir=args.metrics_dir, config=args.config,
+                   overrides=args.overrides, extra_data={"replay": replay} if replay else {},
+                   resume=args.resume, overwrite=args.overwrite)
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in ("omics", "torch", "transformers", "peft", "accelerate", "datasets", "trl", "liger-kernel",
+                 "bitsandbytes", "flash-attn", "vllm"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    found["python"] = platform.python_version()
+    return found
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def file_record(path: Path) -> dict[str, Any]:
+    return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def write_json(path: Path, document: dict) -> None:
+    """Atomic: a reader never sees half a file, and a crash never destroys the previous one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(document, indent=2, default=str))
+    os.replace(partial, path)
+
+
+def prepare_directories(args: RunArgs) -> Path:
+    """Refuse to overwrite a trained model, checkpoints or run records unless asked; return the checkpoint dir."""
+    checkpoints = args.output_dir / CHECKPOINTS
+    has_model = (args.output_dir / "config.json").is_file()
+    has_checkpoints = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
+    has_records = (args.metrics_dir / "parameters.json").is_file()
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite contradict each other; pick one")
+    if args.resume:
+        if not has_checkpoints:
+            raise FileNotFoundError(f"--resume: no checkpoint under {checkpoints}; start without --resume")
+        if has_model:
+            raise FileExistsError(f"{args.output_dir} already holds a finished model; nothing to resume")
+    elif has_model or has_checkpoints or has_records:
+        if not args.overwrite:
+            found = [str(p) for p, there in ((args.output_dir, has_model), (checkpoints, has_checkpoints),
+                                             (args.metrics_dir, has_records)) if there]
+            raise FileExistsError(
+                f"a previous run exists ({', '.join(found)}). Pass --resume to continue it, --overwrite to "
+                "replace it, or --output-dir/--metrics-dir to keep both."
+            )
+        for path in (args.output_dir, args.metrics_dir):
+            shutil.rmtree(path, ignore_errors=True)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    args.metrics_dir.mkdir(parents=True, exist_ok=True)
+    return checkpoints
+
+
+def build_dataset(recipe: Recipe, path: Path, tokenizer, config: TrainConfig, extra: dict[str, Path]):
+    """Tokenised, packed blocks of one data file, cached by content, tokenizer and the settings that matter."""
+    key = cache_key(
+        version=CACHE_VERSION, stage=recipe.stage, data=file_sha256(path),
+        extra={k: file_sha256(v) for k, v in extra.items()}, tokenizer=len(tokenizer),
+        template=tokenizer.chat_template, **{k: getattr(config, k) for k in (
+            "max_length", "wrap_tags", "task_prefix_fraction", "system_prompt", "replay_ratio", "seed",
+            "on_bad_line")},
+    )
+    report = DataReport(str(path))
+    meta: dict[str, Any] = {"extra": {k: str(v) for k, v in extra.items()}}
+
+    def finish() -> dict:
+        return {**meta, "report": report.to_dict(), "summary": report.summary()}
+
+    blocks, stored = cached_blocks(
+        paths.ARCHIVE / "cache" / f"stage{recipe.stage}-{key}",
+        lambda: pack(recipe.examples(path, tokenizer, config, report, meta), config.max_length),
+        finish,
+    )
+    log.info("data: %s", stored["summary"])
+    return blocks, stored
+
+
+class OmicsTrainer(Trainer):
+    """HF Trainer with LoRA+ parameter groups and a choice of memory-saving optimizers."""
+
+    def __init__(self, *args, train_config: TrainConfig, **kwargs):
+        self.train_config = train_config
+        super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            self.optimizer = make_optimizer(self.model, self.train_config)
+        return self.optimizer
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW (fused on GPU), 8-bit AdamW or Adafactor over LoRA+ groups: B matrices at lr × ratio."""
+    fast = [p for n, p in model.named_parameters() if p.requires_grad and "lora_B" in n]
+    rest = [p for n, p in model.named_parameters() if p.requires_grad and "lora_B" not in n]
+    groups = [g for g in (
+        {"params": rest, "lr": config.learning_rate},
+        {"params": fast, "lr": config.learning_rate * config.loraplus_lr_ratio},
+    ) if g["params"]]
+    if config.optimizer == "adamw_8bit":
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
+    if config.optimizer == "adafactor":
+        from transformers.optimization import Adafactor
+
+        return Adafactor(groups, lr=config.learning_rate, scale_parameter=False, relative_step=False,
+                         weight_decay=config.weight_decay)
+    if config.optimizer != "adamw":
+        raise ValueError(f"unknown optimizer {config.optimizer!r}: adamw, adamw_8bit or adafactor")
+    return torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay,
+                             fused=use_cuda())
+
+
+def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool) -> TrainingArguments:
+    cuda = use_cuda()
+    return TrainingArguments(
+        output_dir=str(checkpoints),
+        per_device_train_batch_size=config.micro_batch_size,
+        per_device_eval_batch_size=config.micro_batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr_rate": config.min_lr_ratio},
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=config.eval_steps,
+        report_to="none",
+        seed=config.seed,
+        data_seed=config.seed,
+        remove_unused_columns=False,
+        use_cpu=not cuda,
+        use_liger_kernel=liger_available(config.liger),
+        include_num_input_tokens_seen="non_padding",
+        dataloader_pin_memory=cuda,
+        torch_compile=config.torch_compile,
+    )
+
+
+def train(recipe: Recipe, args: RunArgs) -> dict[str, Any]:
+    """Run one stage's training end to end and return its run summary."""
+    started = time.time()
+    config = load_config(args.config, args.overrides)
+    base = require_model_dir(args.base_model, recipe.missing_base_hint)
+    checkpoints = prepare_directories(args)
+    tokenizer = load_tokenizer(base, chat=recipe.chat)
+    train_set, train_meta = build_dataset(recipe, args.data, tokenizer, config, args.extra_data)
+    eval_set = build_dataset(recipe, args.eval_data, tokenizer, config, {})[0] if args.eval_data else None
+    write_json(args.metrics_dir / "data_report.json", train_meta)
+    torch.manual_seed(config.seed)
+    model = load_model(base, config.attn_implementation)
+    repaired = repair_untrained_rows(model, tokenizer) if recipe.chat else []
+    model = prepare_for_training(model, tokenizer, config)
+    for param in model.parameters():  # fp32 master copies of what is trained: 1e-4 steps survive rounding
+        if param.requires_grad and config.finetune == "lora":
+            param.data = param.data.float()
+    if config.gradient_checkpointing:
+        model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False},
+            every_n_layers=config.checkpoint_every_n_layers,
+        )
+    write_json(args.metrics_dir / "parameters.json", {
+        "stage": recipe.stage, "command": sys.argv, "config": config.to_dict(),
+        "base_model": str(base.resolve()), "data": file_record(args.data),
+        "eval_data": file_record(args.eval_data) if args.eval_data else None,
+        "extra_data": {k: file_record(v) for k, v in args.extra_data.items()},
+        "parameters": count_parameters(model), "repaired_embedding_rows": repaired,
+        "versions": versions(), "git_commit": git_commit(), "device": describe(),
+    })
+    tensorboard = TensorBoardCallback()
+    tensorboard.logging_dir = str(args.metrics_dir / "tensorboard")
+    trainer = OmicsTrainer(
+        model=model,
+        args=training_arguments(config, checkpoints, eval_set is not None),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=PackedCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=[tensorboard],
+        train_config=config,
+    )
+    if use_cuda():
+        torch.cuda.reset_peak_memory_stats()
+    result = trainer.train(resume_from_checkpoint=True if args.resume else None)
+    save_trained(trainer.model, tokenizer, args.output_dir)
+    summary = {
+        "stage": recipe.stage,
+        "steps": trainer.state.global_step,
+        "tokens_seen": trainer.state.num_input_tokens_seen,
+        "train_loss": result.training_loss,
+        "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
+        "wall_time_s": round(time.time() - started, 2),
+        "tokens_per_second": round(trainer.state.num_input_tokens_seen / max(result.metrics["train_runtime"], 1e-9), 1),
+        "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if use_cuda() else None,
+        "blocks": len(train_set),
+        "model_dir": str(args.output_dir),
+        "log_history": trainer.state.log_history,
+    }
+    write_json(args.metrics_dir / "run_summary.json", summary)
+    return summary
