@@ -46,7 +46,7 @@ def _evaluate_parser(sub, stage: int) -> None:
     p.add_argument("--data", type=Path, required=True, help="held-out / test file")
     p.add_argument("--model", type=Path, default=paths.model_dir(stage))
     p.add_argument("--metrics-dir", type=Path, default=paths.metrics_dir(stage))
-    p.add_argument("--batch-tokens", type=int, default=16384, help="tokens per forward batch")
+    p.add_argument("--batch-tokens", type=int, default=8192, help="tokens per forward batch (lower it on small GPUs)")
     if stage == 1:
         p.add_argument("--base-model", type=Path, help="model to compare with (default: the one trained from)")
     else:

@@ -6,9 +6,7 @@ overwrite protection, checkpoints and resume, LoRA+, logging, saving — is shar
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import platform
 import shutil
 import subprocess
@@ -29,6 +27,7 @@ from omics.config import TrainConfig, load_config
 from omics.data.packing import Example, PackedCollator, cache_key, cached_blocks, file_sha256, pack
 from omics.data.validate import DataReport
 from omics.device import describe, liger_available, use_cuda
+from omics.evaluate.report import write_json
 from omics.model import (
     count_parameters,
     load_model,
@@ -101,14 +100,6 @@ def git_commit() -> str | None:
 
 def file_record(path: Path) -> dict[str, Any]:
     return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
-
-
-def write_json(path: Path, document: dict) -> None:
-    """Atomic: a reader never sees half a file, and a crash never destroys the previous one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    partial.write_text(json.dumps(document, indent=2, default=str))
-    os.replace(partial, path)
 
 
 def prepare_directories(args: RunArgs) -> Path:

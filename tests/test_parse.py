@@ -16,7 +16,8 @@ from omics.evaluate.tasks import TaskSpec
 
 
 def spec(type_: str, **kw) -> TaskSpec:
-    return TaskSpec(task=kw.pop("task", "t-x"), family=kw.pop("family", "t"), type=type_, paper_metric="x", **kw)
+    task, family = kw.pop("task", "t-x"), kw.pop("family", "t")
+    return TaskSpec(task=task, family=family, type=type_, paper_metric="x", **kw)
 
 
 REG = spec("regression")
@@ -104,7 +105,8 @@ def test_multi_output_two_and_three_keys():
     assert parse_prediction("hk 1.2", HK_DEV) is None  # one number for two keys
     assert parse_prediction("1 2 3", HK_DEV) is None  # three numbers for two keys
     assert parse_prediction("1 2000", HK_DEV) is None  # one output out of range
-    assert parse_prediction("ON 0.5, OFF 0.25, ON_OFF 0.125", SWITCH) == {"ON": 0.5, "OFF": 0.25, "ON_OFF": 0.125}
+    expected = {"ON": 0.5, "OFF": 0.25, "ON_OFF": 0.125}
+    assert parse_prediction("ON 0.5, OFF 0.25, ON_OFF 0.125", SWITCH) == expected
 
 
 @pytest.mark.parametrize(

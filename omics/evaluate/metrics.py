@@ -1,11 +1,11 @@
 """Scores of one task from normalized labels and parsed predictions (evaluation.md §2–3): the paper
 metric, the Mixed Score, diagnostics and collapse warnings. Pure functions: numpy/scipy, no model.
 
-Reporting convention: every unitless score (valid_rate, correlations, r², F1, accuracy, precision,
-recall, MCC, AUC, Fmax, paper metric, Mixed Score) is ×100 and rounded to 2 decimals, like the paper's
-tables; MAE, RMSE, means and stds stay in the task's own units; mae_scaled and range_mae are already on
-the Mixed Score's 0–100 scale. An undefined diagnostic is None; in a paper metric an undefined
-correlation counts as 0 (the coverage rule).
+Reporting convention: every unitless score (correlations, r², F1, accuracy, precision, recall, MCC,
+AUC, Fmax, paper metric, Mixed Score) is ×100 and rounded to 2 decimals, like the paper's tables;
+valid_rate is a fraction in [0, 1] (a rate, not a score; 4 decimals); MAE, RMSE, means and stds stay in
+the task's own units; mae_scaled and range_mae are already on the Mixed Score's 0–100 scale. An
+undefined diagnostic is None; in a paper metric an undefined correlation counts as 0 (coverage rule).
 """
 
 from __future__ import annotations
@@ -299,12 +299,9 @@ def _score_single_label(
     }
 
 
-def _auc(y: np.ndarray, s: np.ndarray) -> float:
-    """ROC-AUC by the rank-sum (Mann–Whitney) formula; ties get half credit."""
-    ranks = rankdata(s)
-    n_pos = int(y.sum())
-    n_neg = len(y) - n_pos
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+def _binary_score_auc(tp: int, n_pred: int, n_true: int, n: int) -> float:
+    """ROC-AUC of 0/1 scores: (1 + TPR − FPR)/2, which is the rank-sum formula with ties at half credit."""
+    return 0.5 * (1 + tp / n_true - (n_pred - tp) / (n - n_true))
 
 
 def _score_multilabel(
@@ -320,9 +317,12 @@ def _score_multilabel(
     classes = sorted(set(spec.classes).union(*ys, *ps))
     correct = np.array([v and y == p for y, p, v in zip(ys, ps, valid, strict=True)], dtype=bool)
     f1 = float(np.mean([_ratio(2 * h, len(y) + len(p)) for h, y, p in zip(hits, ys, ps, strict=True)]))
-    y_ind = np.array([[c in y for c in classes] for y in ys], dtype=bool).reshape(len(ys), len(classes))
-    p_ind = np.array([[c in p for c in classes] for p in ps], dtype=bool).reshape(len(ps), len(classes))
-    tp, pred_tot, true_tot = (y_ind & p_ind).sum(axis=0), p_ind.sum(axis=0), y_ind.sum(axis=0)
+    # per-class counts without an n × classes matrix (FunctionEC has thousands of EC numbers)
+    tp_c = Counter(c for y, p in zip(ys, ps, strict=True) for c in y & p)
+    pred_c, true_c = Counter(c for p in ps for c in p), Counter(c for y in ys for c in y)
+    tp, pred_tot, true_tot = (
+        np.array([cnt[c] for c in classes], dtype=int) for cnt in (tp_c, pred_c, true_c)
+    )
     present = true_tot > 0
     precision = np.array([_ratio(a, b) for a, b in zip(tp, pred_tot, strict=True)])
     recall = np.array([_ratio(a, b) for a, b in zip(tp, true_tot, strict=True)])
@@ -333,8 +333,11 @@ def _score_multilabel(
     fmax_r = float(np.mean([_ratio(h, len(y)) for h, y in zip(hits, ys, strict=True)]))
     fmax = _ratio(2 * fmax_p * fmax_r, fmax_p + fmax_r)
     # macro ROC-AUC on 0/1 predictions, skipping classes whose labels are all one value
+    n = len(ys)
     aucs = [
-        _auc(y_ind[:, j], p_ind[:, j].astype(float)) for j in range(len(classes)) if 0 < true_tot[j] < len(ys)
+        _binary_score_auc(tp[j], pred_tot[j], true_tot[j], n)
+        for j in range(len(classes))
+        if 0 < true_tot[j] < n
     ]
     macro_auc = float(np.mean(aucs)) if aucs else None
     p_true, source = _true_class_probability(correct, valid, probabilities)
@@ -420,7 +423,7 @@ def score_task(
         "omics_group": spec.omics_group,
         "n": n,
         "n_valid": body["n_valid"],
-        "valid_rate": _pct(body["n_valid"] / n),
+        "valid_rate": round(body["n_valid"] / n, 4),
     }
     return {**head, **body}
 
@@ -437,9 +440,8 @@ def summarize_overall(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         if r["omics_group"] != "unknown":
             groups.setdefault(r["omics_group"], []).append(r["mixed_score"])
     return {
+        "mixed_score_mean": _mean([r["mixed_score"] for r in results.values()]),
+        "by_omics": {g: _mean(v) for g, v in sorted(groups.items())},
         "n_tasks": len(results),
         "n_examples": sum(int(r["n"]) for r in results.values()),
-        "mixed_score": _mean([r["mixed_score"] for r in results.values()]),
-        "mixed_score_by_group": {g: _mean(v) for g, v in sorted(groups.items())},
-        "n_tasks_by_group": {g: len(v) for g, v in sorted(groups.items())},
     }

@@ -81,6 +81,24 @@ def _scalars(values: dict[str, Any], prefix: str) -> Iterator[tuple[str, float]]
             yield from _scalars(value, tag)
 
 
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    with _atomic_open(path) as f:
+        f.write(json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def log_scalars(metrics_dir: Path, groups: dict[str, dict[str, Any]], *, tag: str, step: int = 0) -> None:
+    """Every numeric leaf of `groups` as `eval/<group>/<key>` in an event file under metrics_dir/tensorboard."""
+    from torch.utils.tensorboard import SummaryWriter  # heavy import, only when writing
+
+    writer = SummaryWriter(str(Path(metrics_dir) / "tensorboard"), filename_suffix=f".{tag}")
+    try:
+        for group, values in groups.items():
+            for name, value in _scalars(values, f"eval/{group}"):
+                writer.add_scalar(name, value, step)
+    finally:
+        writer.close()
+
+
 def write_metrics(
     metrics_dir: Path,
     results: dict[str, dict[str, Any]],
@@ -97,21 +115,10 @@ def write_metrics(
     The event file goes into `metrics_dir/tensorboard/` next to the training logs, named with `tag`, so
     TensorBoard shows evaluation scalars beside the training curves of the same run.
     """
-    from torch.utils.tensorboard import SummaryWriter  # heavy import, only when writing
-
     metrics_dir = Path(metrics_dir)
     doc = {"meta": {**meta, "tag": tag, "step": step}, "overall": overall, "tasks": results}
-    with _atomic_open(metrics_dir / json_name) as f:
-        f.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-    writer = SummaryWriter(str(metrics_dir / "tensorboard"), filename_suffix=f".{tag}")
-    try:
-        for task, result in results.items():
-            for name, value in _scalars(result, f"eval/{task}"):
-                writer.add_scalar(name, value, step)
-        for name, value in _scalars(overall, "eval/overall"):
-            writer.add_scalar(name, value, step)
-    finally:
-        writer.close()
+    write_json(metrics_dir / json_name, doc)
+    log_scalars(metrics_dir, {**results, "overall": overall}, tag=tag, step=step)
     with _atomic_open(metrics_dir / md_name) as f:
         f.write(f"# Evaluation: {tag}\n\n{format_table(results, overall)}")
     return doc

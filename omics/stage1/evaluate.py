@@ -1,0 +1,54 @@
+"""Stage 1 evaluate: held-out perplexity and bits per residue, trained model vs the model it started from."""
+
+from __future__ import annotations
+
+import json
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+from omics.cli import main
+
+
+def run(args: Namespace) -> dict:
+    from omics import paths
+    from omics.config import load_config
+    from omics.data.packing import cache_key, file_sha256
+    from omics.evaluate.likelihood import format_likelihood_table, sequence_likelihood
+    from omics.evaluate.report import ensure_writable, log_scalars, write_json
+    from omics.model import require_model_dir
+
+    out = args.metrics_dir / "likelihood.json"
+    ensure_writable(out, args.overwrite)
+    model = require_model_dir(args.model, "Train it first: omics stage1 train --data FILE, or pass --model DIR.")
+    record = args.metrics_dir / "parameters.json"
+    trained = json.loads(record.read_text()) if record.is_file() else {}
+    config = trained.get("config") or load_config(paths.default_config(1)).to_dict()
+    base = require_model_dir(args.base_model or trained.get("base_model") or paths.default_base_model(1),
+                             "Pass --base-model DIR (the model Stage 1 started from).")
+    settings = {"max_length": config["max_length"], "wrap_tags": config["wrap_tags"]}
+    data_sha = file_sha256(args.data)
+
+    base_key = cache_key(model=str(Path(base).resolve()), weights=file_sha256(base / "config.json"),
+                         data=data_sha, **settings)
+    base_cache = args.metrics_dir / "likelihood_base_cache.json"
+    cached = json.loads(base_cache.read_text()) if base_cache.is_file() else {}
+    if cached.get("key") != base_key:
+        cached = {"key": base_key, "model": str(base), "results": sequence_likelihood(base, args.data, **settings, batch_tokens=args.batch_tokens)}
+        write_json(base_cache, cached)
+    results = {"trained": sequence_likelihood(model, args.data, **settings, batch_tokens=args.batch_tokens), "base": cached["results"]}
+
+    doc = {"meta": {"data": str(Path(args.data).resolve()), "data_sha256": data_sha, "model": str(model),
+                    "base_model": str(base), **settings}, "results": results}
+    write_json(out, doc)
+    log_scalars(args.metrics_dir, {f"likelihood/{name}/{molecule}": values
+                                   for name, per in results.items() for molecule, values in per.items()},
+                tag="stage1-likelihood")
+    table = format_likelihood_table(results)
+    (args.metrics_dir / "likelihood.md").write_text(f"# Stage 1 held-out likelihood\n\n{table}\n")
+    print(table)
+    return doc
+
+
+if __name__ == "__main__":
+    sys.exit(main(["stage1", "evaluate", *sys.argv[1:]]))
