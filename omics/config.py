@@ -30,6 +30,7 @@ class TrainConfig:
     fully_trained_modules: list[str] = field(default_factory=list)  # trained in full next to LoRA, saved
     train_norms: bool = True  # RMSNorm weights trained (and saved) next to LoRA, as in the paper
     train_chat_token_rows: bool = False  # train the chat-token embedding rows (Stage 2's new format)
+    train_embeddings: bool = False  # full fine-tuning: also train the input embeddings and output head
     loraplus_lr_ratio: float = 16.0  # LoRA+: B matrices learn this many times faster than A
     # data
     max_length: int = 1024  # tokens per packed block (Stage 1) / per example (Stages 2-3)
@@ -38,6 +39,8 @@ class TrainConfig:
     system_prompt: str = SYSTEM_PROMPT
     on_bad_line: str = "skip"  # "skip" (report and go on) or "stop" (report and stop)
     replay_ratio: float = 1.0  # Stage 3: replayed Stage 2 examples per reasoning example
+    on_bad_reasoning: str = "skip"  # Stage 3 outputs without <reasoning>…</reasoning> <answer>…</answer>:
+    # "skip" (report, drop), "keep" (report, train on them), "stop" (refuse the file)
     # optimisation
     learning_rate: float = 1e-4
     min_lr_ratio: float = 0.1  # cosine decays to this fraction of the peak
@@ -93,6 +96,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
             setattr(config, name, (float if f.type == "float" else int)(value))
     if config.finetune not in ("lora", "full"):
         raise ValueError(f"finetune must be 'lora' or 'full', got {config.finetune!r}")
+    if config.on_bad_reasoning not in ("skip", "keep", "stop"):
+        raise ValueError(f"on_bad_reasoning must be 'skip', 'keep' or 'stop', got {config.on_bad_reasoning!r}")
     if config.on_bad_line not in ("skip", "stop"):
         raise ValueError(f"on_bad_line must be 'skip' or 'stop', got {config.on_bad_line!r}")
     return config

@@ -100,7 +100,8 @@ def prepare_for_training(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
     """Wrap the model for what the config trains: LoRA (+ norms, projections, chat rows) or all weights."""
     if config.finetune == "full":
         for name, param in model.named_parameters():
-            param.requires_grad = "embed_tokens" not in name and "lm_head" not in name
+            embedding = "embed_tokens" in name or "lm_head" in name
+            param.requires_grad = config.train_embeddings or not embedding
         return model
     modules_to_save = (NORM_MODULES if config.train_norms else []) + list(config.fully_trained_modules)
     overlap = set(config.fully_trained_modules) & set(config.lora_target_modules)

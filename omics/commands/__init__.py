@@ -1,0 +1,1 @@
+"""Commands that are not one stage's: score, compare, demo."""

@@ -1,0 +1,18 @@
+"""`omics compare --stages 2 3`: per-task Mixed Score and paper metric of each stage, with deltas."""
+
+from __future__ import annotations
+
+from argparse import Namespace
+
+
+def run(args: Namespace) -> dict:
+    from omics.evaluate.report import compare_files
+
+    found = {f"stage{s}": args.metrics_root / f"stage{s}" / "metrics.json" for s in args.stages}
+    missing = [str(p) for p in found.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"no evaluation results at {', '.join(missing)}: run omics stageN evaluate first")
+    table, docs = compare_files(found)
+    print(table)
+    (args.metrics_root / "comparison.md").write_text(table + "\n")
+    return docs

@@ -1,0 +1,14 @@
+"""`omics score --predictions FILE`: recompute every metric from stored predictions, without a model."""
+
+from __future__ import annotations
+
+from argparse import Namespace
+
+
+def run(args: Namespace) -> dict:
+    from omics.evaluate.report import ensure_writable
+    from omics.evaluate.run import rescore
+
+    if args.out is not None:
+        ensure_writable(args.out / "metrics.json", args.overwrite)
+    return rescore(args.predictions, args.train_data, args.out)

@@ -1,0 +1,133 @@
+"""Stages 2-3 data: {input, output, label, task} records → chat-formatted examples with answer-only loss.
+
+One function renders a prompt for training and for generation alike (`prompt_text`), through the chat
+template the saved model carries, so training, HF generation, vLLM and other tools see the same tokens.
+An example longer than `max_length` is shortened in the middle of its longest sequence — never by cutting
+the end of the prompt, which would drop the question and the assistant header.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import zlib
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+
+from transformers import PreTrainedTokenizerBase
+
+from omics.config import TrainConfig
+from omics.data.packing import IGNORE, Example
+from omics.data.validate import DataError, DataReport, read_instructions
+from omics.evaluate.parse import has_wellformed_reasoning
+from omics.evaluate.tasks import LabelSummary
+from omics.model import end_of_turn_id
+from omics.sequences import TAG_PATTERN
+
+TOKENIZE_BATCH = 512
+MAX_SHORTEN_ROUNDS = 4
+
+
+def prompt_text(tokenizer: PreTrainedTokenizerBase, question: str, system: str) -> str:
+    """The chat-formatted prompt up to the assistant header (BOS included as text: tokenise without specials)."""
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def with_task_prefix(record: dict, fraction: float, seed: int) -> str:
+    """The paper prefixed ~30% of questions with "[Classification: task]" / "[Regression: task]"."""
+    if fraction <= 0 or zlib.crc32(f"{seed}:{record['line']}".encode()) / 2**32 >= fraction:
+        return record["input"]
+    numeric = isinstance(record["label"], int | float | dict) and not isinstance(record["label"], bool)
+    return f"[{'Regression' if numeric else 'Classification'}: {record['task']}] {record['input']}"
+
+
+def shorten_longest_sequence(question: str, excess_tokens: int, tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """Remove the middle of the longest tagged sequence, enough to drop about `excess_tokens` tokens."""
+    matches = list(TAG_PATTERN.finditer(question))
+    if not matches:
+        return None
+    longest = max(matches, key=lambda m: len(m.group(2)))
+    sequence = longest.group(2)
+    chars_per_token = len(sequence) / max(len(tokenizer(sequence, add_special_tokens=False)["input_ids"]), 1)
+    keep = len(sequence) - math.ceil(excess_tokens * chars_per_token * 1.1) - 2
+    if keep < 16:
+        return None
+    cut = sequence[: keep // 2] + sequence[len(sequence) - (keep - keep // 2):]
+    start, end = longest.span(2)
+    return question[:start] + cut + question[end:]
+
+
+def _fit(question: str, answer_ids: list[int], tokenizer, config: TrainConfig) -> list[int] | None:
+    """Prompt ids that fit next to the answer within max_length (shortened if needed), or None."""
+    for _ in range(MAX_SHORTEN_ROUNDS):
+        prompt = tokenizer(prompt_text(tokenizer, question, config.system_prompt), add_special_tokens=False)
+        excess = len(prompt["input_ids"]) + len(answer_ids) - config.max_length
+        if excess <= 0:
+            return prompt["input_ids"]
+        question = shorten_longest_sequence(question, excess, tokenizer)
+        if question is None:
+            return None
+    return None
+
+
+def chat_examples(
+    path: str | Path, tokenizer: PreTrainedTokenizerBase, config: TrainConfig, report: DataReport, meta: dict,
+    records: Iterator[dict] | None = None,
+) -> Iterator[Example]:
+    """Tokenised examples: loss on the answer tokens and the end-of-turn token only.
+
+    Fills `meta["task_summary"]` (per task: count, label type, range or classes) for the evaluator.
+    """
+    eot = end_of_turn_id(tokenizer)
+    summaries: dict[str, LabelSummary] = {}
+    records = records if records is not None else read_instructions(path, report, config.on_bad_line)
+    while batch := list(islice(records, TOKENIZE_BATCH)):
+        questions = [with_task_prefix(r, config.task_prefix_fraction, config.seed) for r in batch]
+        prompts = [prompt_text(tokenizer, q, config.system_prompt) for q in questions]
+        encoded_prompts = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        answers = tokenizer([r["output"].strip() for r in batch], add_special_tokens=False)["input_ids"]
+        for record, question, prompt_ids, answer in zip(batch, questions, encoded_prompts, answers, strict=True):
+            summaries.setdefault(record["task"], LabelSummary(record["task"])).add(record["label"], record["input"])
+            answer_ids = [*answer, eot]
+            if len(prompt_ids) + len(answer_ids) > config.max_length:
+                prompt_ids = _fit(question, answer_ids, tokenizer, config)
+                if prompt_ids is None:
+                    report.bad(record["line"], f"longer than max_length={config.max_length} even after shortening")
+                    continue
+                report.notes["examples shortened in the middle of their longest sequence"] += 1
+            yield [*prompt_ids, *answer_ids], [IGNORE] * len(prompt_ids) + answer_ids
+    meta["task_summary"] = {task: s.to_dict() for task, s in sorted(summaries.items())}
+
+
+def reasoning_records(path: str | Path, report: DataReport, config: TrainConfig) -> list[dict]:
+    """Stage 3 records whose output is `<reasoning>…</reasoning> <answer>…</answer>`; others per the config."""
+    kept = []
+    for record in read_instructions(path, report, config.on_bad_line):
+        if not has_wellformed_reasoning(record["output"]):
+            if config.on_bad_reasoning == "stop":
+                raise DataError(f"{path}:{record['line']}: output lacks well-formed <reasoning>…</reasoning> "
+                                "<answer>…</answer> tags; fix it or pass --set on_bad_reasoning=skip|keep")
+            if config.on_bad_reasoning == "skip":
+                report.bad(record["line"], "output lacks well-formed <reasoning>/<answer> tags")
+                continue
+            report.notes["outputs without well-formed reasoning/answer tags, kept"] += 1
+        kept.append(record)
+    if not kept:
+        raise DataError(f"{path}: no example with well-formed reasoning tags\n{report.summary()}")
+    return kept
+
+
+def sample_replay(path: str | Path, count: int, report: DataReport, config: TrainConfig) -> list[dict]:
+    """`count` records drawn uniformly from a (possibly huge) Stage 2 file in one pass (reservoir sampling)."""
+    rng = random.Random(config.seed)
+    reservoir: list[dict] = []
+    for seen, record in enumerate(read_instructions(path, report, config.on_bad_line)):
+        if seen < count:
+            reservoir.append(record)
+        elif (slot := rng.randrange(seen + 1)) < count:
+            reservoir[slot] = record
+    for record in reservoir:  # keep line numbers distinct from the reasoning file's in reports
+        record["line"] = f"replay:{record['line']}"
+    return reservoir

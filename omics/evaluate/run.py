@@ -1,0 +1,146 @@
+"""Stages 2-3 evaluation: generate → parse → score → report, and re-scoring a stored predictions file.
+
+Everything after generation is a pure function of the predictions file, so `omics score` recomputes the
+exact same metrics without a model or a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from omics.config import SYSTEM_PROMPT
+from omics.data.packing import file_sha256
+from omics.data.validate import DataReport, read_instructions
+from omics.evaluate.metrics import score_task, summarize_overall
+from omics.evaluate.parse import extract_answer, normalize_label, parse_prediction
+from omics.evaluate.report import (
+    compare_files,
+    ensure_writable,
+    format_table,
+    read_predictions,
+    write_metrics,
+    write_predictions,
+)
+from omics.evaluate.tasks import TaskSpec, build_task_specs, summarize_records
+
+log = logging.getLogger("omics")
+
+
+def training_summary(train_data: Path | None, metrics_dir: Path) -> dict | None:
+    """Per-task label summary of the training data: from --train-data, else the one the training run saved."""
+    if train_data is not None:
+        return summarize_records(read_instructions(train_data, DataReport(str(train_data))))
+    saved = metrics_dir / "data_report.json"
+    return json.loads(saved.read_text()).get("task_summary") if saved.is_file() else None
+
+
+def score_rows(rows: list[dict], specs: dict[str, TaskSpec], reasoning: bool) -> tuple[dict, dict]:
+    """Parse every generated text (in place: prediction, valid, format_ok) and score each task."""
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        spec = specs[row["task"]]
+        answer, format_ok = extract_answer(row["generated"]) if reasoning else (row["generated"], None)
+        row["prediction"] = parse_prediction(answer, spec)
+        row["valid"] = row["prediction"] is not None
+        row["format_ok"] = format_ok
+        by_task[row["task"]].append(row)
+    results = {}
+    for task, task_rows in sorted(by_task.items()):
+        spec = specs[task]
+        result = score_task(spec, [normalize_label(r["label"], spec) for r in task_rows],
+                            [r["prediction"] for r in task_rows])
+        if reasoning:
+            result["format_compliance"] = round(100 * sum(bool(r["format_ok"]) for r in task_rows) / len(task_rows), 2)
+            lengths = [len(r["generated"].split()) for r in task_rows]
+            result["output_words"] = {"mean": round(statistics.fmean(lengths), 1),
+                                      "median": statistics.median(lengths), "max": max(lengths)}
+        results[task] = result
+    return results, summarize_overall(results)
+
+
+def _specs(rows: list[dict], train_summary: dict | None) -> dict[str, TaskSpec]:
+    eval_summary = summarize_records(rows)
+    return build_task_specs(train_summary or eval_summary, eval_summary if train_summary else None)
+
+
+def _limit(records: list[dict], max_per_task: int | None) -> list[dict]:
+    if max_per_task is None:
+        return records
+    seen: dict[str, int] = defaultdict(int)
+    kept = []
+    for record in records:
+        seen[record["task"]] += 1
+        if seen[record["task"]] <= max_per_task:
+            kept.append(record)
+    return kept
+
+
+def evaluate_generation(stage: int, args: Any) -> dict:
+    """`omics stageN evaluate` for Stages 2-3: every file of evaluation.md §4 under args.metrics_dir."""
+    from omics.data.instructions import prompt_text
+    from omics.evaluate.generate import make_backend
+    from omics.model import require_model_dir
+
+    metrics_dir: Path = args.metrics_dir
+    for name in ("metrics.json", "predictions.jsonl"):
+        ensure_writable(metrics_dir / name, args.overwrite)
+    model_dir = require_model_dir(args.model, f"Train it first: omics stage{stage} train, or pass --model DIR.")
+    record = metrics_dir / "parameters.json"
+    system = json.loads(record.read_text())["config"]["system_prompt"] if record.is_file() else SYSTEM_PROMPT
+    report = DataReport(str(args.data))
+    records = _limit(list(read_instructions(args.data, report)), args.max_samples)
+    if report.skipped:
+        log.warning("%s", report.summary())
+    specs = _specs(records, training_summary(args.train_data, metrics_dir))
+
+    backend = make_backend(args.backend, model_dir, args.max_new_tokens, args.batch_tokens)
+    started = time.time()
+    prompts = [prompt_text(backend.tokenizer, r["input"], system) for r in records]
+    generated = backend.generate(prompts)
+    seconds = time.time() - started
+    rows = [{"task": r["task"], "input": r["input"], "label": r["label"], "generated": g}
+            for r, g in zip(records, generated, strict=True)]
+    results, overall = score_rows(rows, specs, reasoning=stage == 3)
+    meta = {
+        "stage": stage, "model": str(Path(model_dir).resolve()), "data": str(Path(args.data).resolve()),
+        "data_sha256": file_sha256(args.data), "backend": backend.name, "n_examples": len(rows),
+        "generation_seconds": round(seconds, 2), "examples_per_second": round(len(rows) / max(seconds, 1e-9), 3),
+        "skipped_lines": dict(report.skipped), "probability_source": "hard",
+        "task_specs": {task: spec.to_dict() for task, spec in specs.items()},
+    }
+    write_predictions(metrics_dir / "predictions.jsonl", rows)
+    doc = write_metrics(metrics_dir, results, overall, meta, tag=f"stage{stage}")
+    print(format_table(results, overall))
+    _print_comparison(stage, metrics_dir, meta["data_sha256"])
+    return doc
+
+
+def _print_comparison(stage: int, metrics_dir: Path, data_sha: str) -> None:
+    """When an earlier stage was evaluated on the same file, show the per-task deltas (evaluation.md §4)."""
+    earlier = {f"stage{s}": metrics_dir.parent / f"stage{s}" / "metrics.json" for s in range(2, stage)}
+    same = {k: p for k, p in earlier.items()
+            if p.is_file() and json.loads(p.read_text())["meta"].get("data_sha256") == data_sha}
+    if same:
+        table, _ = compare_files({**same, f"stage{stage}": metrics_dir / "metrics.json"})
+        print(table)
+
+
+def rescore(predictions: Path, train_data: Path | None, out: Path | None) -> dict:
+    """`omics score`: re-parse and re-score a predictions file; no model, no GPU."""
+    rows = read_predictions(predictions)
+    if not rows:
+        raise ValueError(f"{predictions}: no predictions")
+    reasoning = any(r.get("format_ok") is not None for r in rows)
+    specs = _specs(rows, training_summary(train_data, predictions.parent))
+    results, overall = score_rows(rows, specs, reasoning)
+    print(format_table(results, overall))
+    if out is None:
+        return {"overall": overall, "tasks": results}
+    write_predictions(out / "predictions.jsonl", rows)
+    return write_metrics(out, results, overall, {"rescored_from": str(predictions)}, tag="rescore")

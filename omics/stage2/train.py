@@ -1,0 +1,26 @@
+"""Stage 2 train: instruction tuning in the Llama-3 chat format, loss on the answers only."""
+
+from __future__ import annotations
+
+import sys
+from argparse import Namespace
+
+from omics.cli import main
+
+
+def recipe():
+    from omics.data.instructions import chat_examples
+    from omics.train import Recipe
+
+    return Recipe(stage=2, chat=True, examples=chat_examples,
+                  missing_base_hint="Run Stage 1 first (omics stage1 train), or pass --base-model DIR.")
+
+
+def run(args: Namespace) -> dict:
+    from omics.train import RunArgs, train
+
+    return train(recipe(), RunArgs.from_cli(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main(["stage2", "train", *sys.argv[1:]]))

@@ -1,0 +1,37 @@
+"""Stage 3 train: reasoning instruction tuning, mixed with replayed Stage 2 examples against forgetting."""
+
+from __future__ import annotations
+
+import sys
+from argparse import Namespace
+
+from omics.cli import main
+
+
+def recipe():
+    from omics.data.instructions import chat_examples, reasoning_records, sample_replay
+    from omics.data.validate import DataReport
+    from omics.train import Recipe
+
+    def examples(path, tokenizer, config, report, meta):
+        records = reasoning_records(path, report, config)
+        if "replay" in meta["extra"]:
+            replay_report = DataReport(meta["extra"]["replay"])
+            replay = sample_replay(meta["extra"]["replay"], round(config.replay_ratio * len(records)),
+                                   replay_report, config)
+            meta["replay"] = {"examples": len(replay), "ratio": config.replay_ratio, **replay_report.to_dict()}
+            records += replay
+        return chat_examples(path, tokenizer, config, report, meta, records=iter(records))
+
+    return Recipe(stage=3, chat=True, examples=examples,
+                  missing_base_hint="Run Stage 2 first (omics stage2 train), or pass --base-model DIR.")
+
+
+def run(args: Namespace) -> dict:
+    from omics.train import RunArgs, train
+
+    return train(recipe(), RunArgs.from_cli(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main(["stage3", "train", *sys.argv[1:]]))
