@@ -51,7 +51,8 @@ class TrainConfig:
     grad_accum: int = 8
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    optimizer: str = "adamw"  # "adamw", "adamw_8bit" (bitsandbytes), "adafactor"
+    optimizer: str = "adamw"  # "adamw", "adamw_8bit" (torchao; bf16 stochastic rounding), "adafactor"
+    optimizer_in_backward: bool = False  # update each weight as its gradient lands: no full gradient buffer
     gradient_checkpointing: bool = True
     checkpoint_every_n_layers: int = 1  # >1 keeps layers between checkpoints un-checkpointed (faster)
     liger: bool = True  # Liger kernels (fused linear cross-entropy, RMSNorm, SwiGLU, RoPE) when installed
@@ -69,11 +70,31 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def _parse_override(item: str) -> tuple[str, Any]:
+def _coerce(name: str, declared: str, value: Any) -> Any:
+    """Check a value against the field's declared type; ints may be written as 1e3, floats as 1e-4."""
+    number = isinstance(value, int | float | str) and not isinstance(value, bool)
+    try:
+        if declared == "float" and number:
+            return float(value)
+        if declared == "int" and number and float(value).is_integer():
+            return int(float(value))
+    except ValueError:
+        pass
+    if declared == "bool" and isinstance(value, bool):
+        return value
+    if declared == "str" and isinstance(value, str):
+        return value
+    if declared.startswith("list") and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise ValueError(f"config key {name!r} expects {declared}, got {value!r}")
+
+
+def _parse_override(item: str, declared: dict[str, str]) -> tuple[str, Any]:
     if "=" not in item:
         raise ValueError(f"--set expects key=value, got {item!r}")
-    key, raw = item.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    key, raw = (part.strip() for part in item.split("=", 1))
+    # text keys take the text as written ("Answer: yes" stays a string); others are read as YAML
+    return key, raw if declared.get(key) == "str" else yaml.safe_load(raw)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
@@ -84,20 +105,20 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     values = yaml.safe_load(path.read_text()) or {}
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping of key: value, got {type(values).__name__}")
-    values.update(_parse_override(item) for item in overrides or [])
-    known = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values) - set(known))
+    declared = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+    values.update(_parse_override(item, declared) for item in overrides or [])
+    unknown = sorted(set(values) - set(declared))
     if unknown:
-        raise ValueError(f"{path}: unknown config keys {unknown}; valid keys: {sorted(known)}")
-    config = TrainConfig(**values)
-    for name, f in known.items():  # YAML reads 1e-4 as a string; coerce by the declared type
-        value = getattr(config, name)
-        if f.type in ("float", "int") and isinstance(value, str | int | float) and not isinstance(value, bool):
-            setattr(config, name, (float if f.type == "float" else int)(value))
-    if config.finetune not in ("lora", "full"):
-        raise ValueError(f"finetune must be 'lora' or 'full', got {config.finetune!r}")
-    if config.on_bad_reasoning not in ("skip", "keep", "stop"):
-        raise ValueError(f"on_bad_reasoning must be 'skip', 'keep' or 'stop', got {config.on_bad_reasoning!r}")
-    if config.on_bad_line not in ("skip", "stop"):
-        raise ValueError(f"on_bad_line must be 'skip' or 'stop', got {config.on_bad_line!r}")
+        raise ValueError(f"{path}: unknown config keys {unknown}; valid keys: {sorted(declared)}")
+    config = TrainConfig(**{k: _coerce(k, declared[k], v) for k, v in values.items()})
+    choices = {"finetune": ("lora", "full"), "on_bad_line": ("skip", "stop"),
+               "on_bad_reasoning": ("skip", "keep", "stop"), "optimizer": ("adamw", "adamw_8bit", "adafactor")}
+    for key, allowed in choices.items():
+        if getattr(config, key) not in allowed:
+            raise ValueError(f"config key {key!r} must be one of {allowed}, got {getattr(config, key)!r}")
+    if not 0 <= config.warmup_ratio < 1:
+        raise ValueError(f"warmup_ratio is a fraction of the steps in [0, 1), got {config.warmup_ratio}")
+    if config.optimizer_in_backward and config.grad_accum != 1:
+        raise ValueError("optimizer_in_backward applies each update during backward: set grad_accum=1 "
+                         "(raise micro_batch_size instead)")
     return config

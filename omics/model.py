@@ -7,6 +7,7 @@ model carry them (a known failure of reproductions is training norms and droppin
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -54,6 +55,15 @@ def load_tokenizer(path: str | Path, chat: bool) -> PreTrainedTokenizerBase:
         tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.padding_side = "right"
     return tokenizer
+
+
+def has_chat_template(path: str | Path) -> bool:
+    """Whether a saved model already speaks the chat format (then its chat rows are trained, not repaired)."""
+    path = Path(path)
+    if (path / "chat_template.jinja").is_file():
+        return True
+    config = path / "tokenizer_config.json"
+    return config.is_file() and bool(json.loads(config.read_text()).get("chat_template"))
 
 
 def end_of_turn_id(tokenizer: PreTrainedTokenizerBase) -> int:

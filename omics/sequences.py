@@ -22,8 +22,9 @@ TAG_PATTERN = re.compile(r"<(dna|rna|protein)>(.*?)<\1>", re.DOTALL)
 def detect_molecule(sequence: str) -> Molecule | None:
     """Return the molecule type of an upper-case sequence, or None when no alphabet accepts it.
 
-    Nucleic acids win when at least 90% of the letters are A/C/G/T/U/N; a line with U and no T is RNA,
-    anything else nucleic is DNA. Otherwise the protein alphabet (20 amino acids + X B Z U O *) decides.
+    Nucleic acids win when at least 90% of the letters are A/C/G/T/U/N; a line with U and no T is RNA, one
+    without U is DNA. Otherwise (both T and U included: U is also selenocysteine) the protein alphabet
+    (20 amino acids + X B Z U O *) decides.
     """
     if not sequence:
         return None

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from omics.device import describe, liger_available, use_cuda
 from omics.evaluate.report import write_json
 from omics.model import (
     count_parameters,
+    has_chat_template,
     load_model,
     load_tokenizer,
     prepare_for_training,
@@ -37,6 +38,7 @@ from omics.model import (
     require_model_dir,
     save_trained,
 )
+from omics.optim import make_optimizer
 
 log = logging.getLogger("omics")
 CACHE_VERSION = 1
@@ -102,8 +104,8 @@ def file_record(path: Path) -> dict[str, Any]:
     return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
-def prepare_directories(args: RunArgs) -> Path:
-    """Refuse to overwrite a trained model, checkpoints or run records unless asked; return the checkpoint dir."""
+def check_directories(args: RunArgs) -> None:
+    """Refuse to overwrite a trained model, checkpoints or run records unless asked (no side effects)."""
     checkpoints = args.output_dir / CHECKPOINTS
     has_model = (args.output_dir / "config.json").is_file()
     has_checkpoints = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
@@ -115,19 +117,23 @@ def prepare_directories(args: RunArgs) -> Path:
             raise FileNotFoundError(f"--resume: no checkpoint under {checkpoints}; start without --resume")
         if has_model:
             raise FileExistsError(f"{args.output_dir} already holds a finished model; nothing to resume")
-    elif has_model or has_checkpoints or has_records:
-        if not args.overwrite:
-            found = [str(p) for p, there in ((args.output_dir, has_model), (checkpoints, has_checkpoints),
-                                             (args.metrics_dir, has_records)) if there]
-            raise FileExistsError(
-                f"a previous run exists ({', '.join(found)}). Pass --resume to continue it, --overwrite to "
-                "replace it, or --output-dir/--metrics-dir to keep both."
-            )
+    elif (has_model or has_checkpoints or has_records) and not args.overwrite:
+        found = [str(p) for p, there in ((args.output_dir, has_model), (checkpoints, has_checkpoints),
+                                         (args.metrics_dir, has_records)) if there]
+        raise FileExistsError(
+            f"a previous run exists ({', '.join(found)}). Pass --resume to continue it, --overwrite to "
+            "replace it, or --output-dir/--metrics-dir to keep both."
+        )
+
+
+def reset_directories(args: RunArgs) -> Path:
+    """With --overwrite, clear the previous run (only once the new data proved usable); return checkpoints."""
+    if args.overwrite:
         for path in (args.output_dir, args.metrics_dir):
             shutil.rmtree(path, ignore_errors=True)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     args.metrics_dir.mkdir(parents=True, exist_ok=True)
-    return checkpoints
+    return args.output_dir / CHECKPOINTS
 
 
 def build_dataset(recipe: Recipe, path: Path, tokenizer, config: TrainConfig, extra: dict[str, Path]):
@@ -162,12 +168,28 @@ def answer_only_loss(model, inputs: dict[str, torch.Tensor], num_items_in_batch=
     compute and the logits memory. Normalised by the label count of the whole accumulated batch.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = base.model(input_ids=inputs["input_ids"], position_ids=inputs["position_ids"]).last_hidden_state
+    hidden = base.model(input_ids=inputs["input_ids"], position_ids=inputs["position_ids"],
+                        use_cache=False).last_hidden_state  # with a cache, packed rows would attend across
     targets = inputs["labels"][:, 1:]
     keep = targets != IGNORE
     logits = base.lm_head(hidden[:, :-1][keep]).float()
     loss = torch.nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
     return loss / (num_items_in_batch if num_items_in_batch is not None else keep.sum().clamp(min=1))
+
+
+def choose_max_length(recipe: Recipe, args: RunArgs, tokenizer, config: TrainConfig) -> int:
+    """`max_length: 0` = auto: one extra tokenisation pass, then the 99th percentile rounded up to 128."""
+    from omics.data.instructions import auto_max_length, length_stats
+
+    unbounded = replace(config, max_length=10**9)
+    meta: dict[str, Any] = {"extra": {k: str(v) for k, v in args.extra_data.items()}}
+    report = DataReport(str(args.data))
+    lengths = [len(ids) for ids, _ in recipe.examples(args.data, tokenizer, unbounded, report, meta)]
+    stats = length_stats(lengths)
+    chosen = auto_max_length(stats)
+    log.info("max_length auto: %d (token lengths %s; %d examples longer get shortened)", chosen, stats,
+             sum(n > chosen for n in lengths))
+    return chosen
 
 
 class OmicsTrainer(Trainer):
@@ -188,29 +210,6 @@ class OmicsTrainer(Trainer):
         return self.optimizer
 
 
-def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW (fused on GPU), 8-bit AdamW or Adafactor over LoRA+ groups: B matrices at lr × ratio."""
-    fast = [p for n, p in model.named_parameters() if p.requires_grad and "lora_B" in n]
-    rest = [p for n, p in model.named_parameters() if p.requires_grad and "lora_B" not in n]
-    groups = [g for g in (
-        {"params": rest, "lr": config.learning_rate},
-        {"params": fast, "lr": config.learning_rate * config.loraplus_lr_ratio},
-    ) if g["params"]]
-    if config.optimizer == "adamw_8bit":
-        import bitsandbytes as bnb
-
-        return bnb.optim.AdamW8bit(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
-    if config.optimizer == "adafactor":
-        from transformers.optimization import Adafactor
-
-        return Adafactor(groups, lr=config.learning_rate, scale_parameter=False, relative_step=False,
-                         weight_decay=config.weight_decay)
-    if config.optimizer != "adamw":
-        raise ValueError(f"unknown optimizer {config.optimizer!r}: adamw, adamw_8bit or adafactor")
-    return torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay,
-                             fused=use_cuda())
-
-
 def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool) -> TrainingArguments:
     cuda = use_cuda()
     return TrainingArguments(
@@ -225,7 +224,7 @@ def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool) -
         lr_scheduler_kwargs={"min_lr_rate": config.min_lr_ratio},
         warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
+        max_grad_norm=0.0 if config.optimizer_in_backward else config.max_grad_norm,
         bf16=cuda and torch.cuda.is_bf16_supported(),
         logging_steps=config.logging_steps,
         logging_first_step=True,
@@ -251,18 +250,23 @@ def train(recipe: Recipe, args: RunArgs) -> dict[str, Any]:
     started = time.time()
     config = load_config(args.config, args.overrides)
     base = require_model_dir(args.base_model, recipe.missing_base_hint)
-    checkpoints = prepare_directories(args)
+    check_directories(args)
+    first_chat = recipe.chat and not has_chat_template(base)
     tokenizer = load_tokenizer(base, chat=recipe.chat)
+    if config.max_length == 0:
+        config.max_length = choose_max_length(recipe, args, tokenizer, config)
     train_set, train_meta = build_dataset(recipe, args.data, tokenizer, config, args.extra_data)
     eval_set = build_dataset(recipe, args.eval_data, tokenizer, config, {})[0] if args.eval_data else None
+    checkpoints = reset_directories(args)
     write_json(args.metrics_dir / "data_report.json", train_meta)
     torch.manual_seed(config.seed)
     model = load_model(base, config.attn_implementation)
-    repaired = repair_untrained_rows(model, tokenizer) if recipe.chat else []
+    repaired = repair_untrained_rows(model, tokenizer) if first_chat else []
     model = prepare_for_training(model, tokenizer, config)
-    for param in model.parameters():  # fp32 master copies of what is trained: 1e-4 steps survive rounding
-        if param.requires_grad and config.finetune == "lora":
-            param.data = param.data.float()
+    if config.finetune == "lora":  # fp32 copies of the few trained weights: 1e-4 steps survive rounding
+        for param in model.parameters():
+            if param.requires_grad:
+                param.data = param.data.float()
     if config.gradient_checkpointing:
         model.activation_checkpointing_enable(
             activation_checkpointing_kwargs={"use_reentrant": False},

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 import zlib
+from array import array
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -72,6 +73,20 @@ def _fit(question: str, answer_ids: list[int], tokenizer, config: TrainConfig) -
     return None
 
 
+def length_stats(lengths: array) -> dict[str, int]:
+    """Token-length percentiles of the examples (before any shortening), to choose max_length from."""
+    ordered, n = sorted(lengths), len(lengths)
+    if not n:
+        return {"n": 0}
+    quantiles = {f"p{round(q * 100)}": ordered[min(n - 1, int(q * n))] for q in (0.5, 0.9, 0.95, 0.99)}
+    return {"n": n, **quantiles, "max": ordered[-1]}
+
+
+def auto_max_length(stats: dict[str, int], multiple: int = 128, cap: int = 4096) -> int:
+    """The smallest multiple of 128 holding 99% of the examples whole (the rest are shortened)."""
+    return min(cap, max(multiple, math.ceil(stats["p99"] / multiple) * multiple))
+
+
 def chat_examples(
     path: str | Path, tokenizer: PreTrainedTokenizerBase, config: TrainConfig, report: DataReport, meta: dict,
     records: Iterator[dict] | None = None,
@@ -82,6 +97,7 @@ def chat_examples(
     """
     eot = end_of_turn_id(tokenizer)
     summaries: dict[str, LabelSummary] = {}
+    lengths = array("I")
     records = records if records is not None else read_instructions(path, report, config.on_bad_line)
     while batch := list(islice(records, TOKENIZE_BATCH)):
         questions = [with_task_prefix(r, config.task_prefix_fraction, config.seed) for r in batch]
@@ -91,7 +107,9 @@ def chat_examples(
         for record, question, prompt_ids, answer in zip(batch, questions, encoded_prompts, answers, strict=True):
             summaries.setdefault(record["task"], LabelSummary(record["task"])).add(record["label"], record["input"])
             answer_ids = [*answer, eot]
-            if len(prompt_ids) + len(answer_ids) > config.max_length:
+            lengths.append(len(prompt_ids) + len(answer_ids))
+            if lengths[-1] > config.max_length:
+                report.notes[f"examples longer than max_length={config.max_length}"] += 1
                 prompt_ids = _fit(question, answer_ids, tokenizer, config)
                 if prompt_ids is None:
                     report.bad(record["line"], f"longer than max_length={config.max_length} even after shortening")
@@ -99,6 +117,7 @@ def chat_examples(
                 report.notes["examples shortened in the middle of their longest sequence"] += 1
             yield [*prompt_ids, *answer_ids], [IGNORE] * len(prompt_ids) + answer_ids
     meta["task_summary"] = {task: s.to_dict() for task, s in sorted(summaries.items())}
+    meta["token_lengths"] = length_stats(lengths)
 
 
 def reasoning_records(path: str | Path, report: DataReport, config: TrainConfig) -> list[dict]:

@@ -89,16 +89,20 @@ def cached_blocks(
     if not (arrow.is_file() and meta_path.is_file()):
         cache_dir.mkdir(parents=True, exist_ok=True)
         partial = cache_dir / f"blocks.arrow.{os.getpid()}.tmp"
-        with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, SCHEMA) as writer:
-            rows: list[dict] = []
-            for block in build():
-                rows.append(block)
-                if len(rows) == 1024:
+        try:
+            with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, SCHEMA) as writer:
+                rows: list[dict] = []
+                for block in build():
+                    rows.append(block)
+                    if len(rows) == 1024:
+                        writer.write_batch(pa.RecordBatch.from_pylist(rows, schema=SCHEMA))
+                        rows = []
+                if rows:
                     writer.write_batch(pa.RecordBatch.from_pylist(rows, schema=SCHEMA))
-                    rows = []
-            if rows:
-                writer.write_batch(pa.RecordBatch.from_pylist(rows, schema=SCHEMA))
-        meta = finish()
+            meta = finish()
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         os.replace(partial, arrow)
         meta_path.write_text(json.dumps(meta, indent=2))
     return Dataset.from_file(str(arrow)), json.loads(meta_path.read_text())

@@ -36,8 +36,9 @@ def sequence_windows(
                 window = [tokenizer.bos_token_id, *ids[start : start + body]]
                 if start + body >= len(ids):
                     window.append(tokenizer.eos_token_id)
-                # residues in this window, for per-residue normalisation (proportional for cut sequences)
-                share = round(len(sequence) * (min(len(ids), start + body) - start) / max(len(ids), 1))
+                # residues in this window, proportional for cut sequences; cumulative rounding sums exactly
+                end = min(len(ids), start + body)
+                share = round(len(sequence) * end / len(ids)) - round(len(sequence) * start / len(ids))
                 yield window, molecule, share
 
 

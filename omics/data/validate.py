@@ -83,6 +83,8 @@ def _lines(path: Path, report: DataReport) -> Iterator[tuple[int, str]]:
                     f"{path}:{lineno}: not UTF-8 text ({err.reason} at byte {err.start}); "
                     "is this a compressed or binary file? Decompress it or convert it to UTF-8."
                 ) from None
+            if lineno == 1:
+                line = line.removeprefix("\ufeff")  # a UTF-8 byte-order mark is not data
             if not line.strip():
                 report.blank += 1
                 continue
@@ -122,10 +124,12 @@ def _label_problem(label: Any) -> str | None:
     if isinstance(label, int | float):
         return None if math.isfinite(label) else "label is not a finite number"
     if isinstance(label, list):
-        return None if all(isinstance(x, str | int | float) for x in label) else "label list holds non-scalars"
+        ok = all(isinstance(x, str) or (isinstance(x, int | float) and math.isfinite(x)) for x in label)
+        return None if ok else "label list must hold strings or finite numbers"
     if isinstance(label, dict):
-        ok = label and all(isinstance(v, int | float) and not isinstance(v, bool) for v in label.values())
-        return None if ok else "label object must map names to numbers"
+        ok = label and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                           for v in label.values())
+        return None if ok else "label object must map names to finite numbers"
     return f"label has unsupported type {type(label).__name__}"
 
 

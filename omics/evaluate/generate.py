@@ -29,13 +29,16 @@ class Backend(Protocol):
 class HFBackend:
     name = "hf"
 
-    def __init__(self, model_dir: str | Path, max_new_tokens: int, batch_tokens: int = 8192):
-        self.tokenizer = load_tokenizer(model_dir, chat=True)
+    def __init__(self, model, tokenizer, max_new_tokens: int, batch_tokens: int = 8192, min_new_tokens: int = 0):
+        self.model, self.tokenizer = model.eval(), tokenizer
         self.tokenizer.padding_side = "left"
-        self.model = load_model(model_dir).eval()
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens, self.min_new_tokens = max_new_tokens, min_new_tokens  # min: benchmarks only
         self.batch_tokens = batch_tokens
         self.stop_ids = [end_of_turn_id(self.tokenizer), self.tokenizer.eos_token_id]
+
+    @classmethod
+    def load(cls, model_dir: str | Path, max_new_tokens: int, batch_tokens: int = 8192) -> HFBackend:
+        return cls(load_model(model_dir), load_tokenizer(model_dir, chat=True), max_new_tokens, batch_tokens)
 
     def _batches(self, lengths: list[int]) -> list[list[int]]:
         """Indices grouped longest first, each batch's (prompt + answer) tokens within the budget."""
@@ -61,6 +64,7 @@ class HFBackend:
                     input_ids=padded["input_ids"].to(device),
                     attention_mask=padded["attention_mask"].to(device),
                     max_new_tokens=self.max_new_tokens,
+                    min_new_tokens=self.min_new_tokens,
                     do_sample=False,
                     eos_token_id=self.stop_ids,
                     pad_token_id=self.tokenizer.pad_token_id,
@@ -104,4 +108,4 @@ def make_backend(name: str, model_dir: str | Path, max_new_tokens: int, batch_to
         return VLLMBackend(model_dir, max_new_tokens)
     log.info("generation backend: HF transformers (batched, KV cache)%s",
              "" if name == "hf" else "; install vLLM for faster evaluation on GPU")
-    return HFBackend(model_dir, max_new_tokens, batch_tokens)
+    return HFBackend.load(model_dir, max_new_tokens, batch_tokens)

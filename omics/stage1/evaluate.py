@@ -34,9 +34,11 @@ def run(args: Namespace) -> dict:
     base_cache = args.metrics_dir / "likelihood_base_cache.json"
     cached = json.loads(base_cache.read_text()) if base_cache.is_file() else {}
     if cached.get("key") != base_key:
-        cached = {"key": base_key, "model": str(base), "results": sequence_likelihood(base, args.data, **settings, batch_tokens=args.batch_tokens)}
+        cached = {"key": base_key, "model": str(base),
+                  "results": sequence_likelihood(base, args.data, **settings, batch_tokens=args.batch_tokens)}
         write_json(base_cache, cached)
-    results = {"trained": sequence_likelihood(model, args.data, **settings, batch_tokens=args.batch_tokens), "base": cached["results"]}
+    results = {"trained": sequence_likelihood(model, args.data, **settings, batch_tokens=args.batch_tokens),
+               "base": cached["results"]}
 
     doc = {"meta": {"data": str(Path(args.data).resolve()), "data_sha256": data_sha, "model": str(model),
                     "base_model": str(base), **settings}, "results": results}

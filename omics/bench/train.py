@@ -1,0 +1,239 @@
+"""`omics bench train`: real-token throughput, MFU and peak memory of a naive baseline and of our paths.
+
+One process, one run, same model and data: the baseline is what HF Trainer defaults give for LoRA SFT
+(padded batches of whole examples, no packing, SDPA, logits over every position, every layer
+checkpointed); ours are the Stage 1/2/3 paths (packed blocks with per-example positions, answer-only loss,
+Liger when installed, fewer checkpointed layers). Random weights: speed does not depend on them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from argparse import Namespace
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from omics.config import TrainConfig
+from omics.data.packing import IGNORE, PackedCollator, pack
+from omics.device import describe, liger_available, use_cuda
+from omics.model import prepare_for_training
+from omics.optim import make_optimizer
+from omics.train import answer_only_loss, versions
+
+SHAPES = {
+    "8b": Path(__file__).resolve().parents[2] / "benchmarks" / "llama-3.1-8b.json",
+    "tiny": {"hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "head_dim": 16},
+}
+DATASHEET_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "L40S": 362.0, "A100": 312.0}  # dense, no sparsity
+
+
+@dataclass
+class Variant:
+    """One measured training path."""
+
+    name: str
+    stage: int
+    packed: bool
+    answer_only: bool
+    config: TrainConfig
+
+
+def synthetic_examples(stage: int, count: int, max_length: int, seed: int = 0) -> list[tuple[list[int], list[int]]]:
+    """Token ids with the length profile of the real data (prompt masked for Stages 2-3).
+
+    Stage 1: ~2,000-residue windows at ~1.8 residues/token, cut at max_length; Stage 2: Biology-Instructions
+    questions, log-normal around ~300 tokens with short answers (~1.3B tokens / 3.3M examples);
+    Stage 3: the same questions with ~150-400-token reasoning answers.
+    """
+    rng = random.Random(seed)
+    examples = []
+    for _ in range(count):
+        if stage == 1:
+            length, answer = min(max_length, int(rng.uniform(0.3, 1.0) * 1100)), None
+        else:
+            prompt = int(min(max_length * 0.8, rng.lognormvariate(math.log(260), 0.5)))
+            answer = int(rng.uniform(15, 40) if stage == 2 else rng.uniform(150, 400))
+            length = min(max_length, prompt + answer)
+            answer = min(answer, length - 8)
+        ids = [128000] + [rng.randrange(1000, 120000) for _ in range(length - 1)]
+        labels = list(ids) if answer is None else [IGNORE] * (length - answer) + ids[length - answer:]
+        examples.append((ids, labels))
+    return examples
+
+
+def padded_batches(examples, batch_size: int, pad_id: int):
+    """The baseline's batches: whole examples padded to the longest of each batch."""
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start:start + batch_size]
+        width = max(len(ids) for ids, _ in chunk)
+        input_ids = torch.full((len(chunk), width), pad_id)
+        labels = torch.full((len(chunk), width), IGNORE)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, (ids, lab) in enumerate(chunk):
+            input_ids[row, :len(ids)], labels[row, :len(ids)], mask[row, :len(ids)] = (
+                torch.tensor(ids), torch.tensor(lab), 1)
+        yield {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
+
+
+def packed_batches(examples, batch_size: int, block: int, pad_id: int):
+    collate = PackedCollator(pad_id)
+    blocks = list(pack(examples, block))
+    for start in range(0, len(blocks), batch_size):
+        yield collate(blocks[start:start + batch_size])
+
+
+def model_flops_per_token(config, finetune: str, seq_len: float, head_fraction: float) -> float:
+    """Dense matmul FLOPs each real token needs: 6N for full fine-tuning, ~4N for LoRA (no weight
+    gradients), causal attention (12 · layers · hidden · seq/2), and the output projection only on the
+    `head_fraction` of positions that carry a loss (1 for the baseline, which projects every position)."""
+    body = config.num_hidden_layers * (
+        2 * config.hidden_size * config.num_attention_heads * config.head_dim
+        + 2 * config.hidden_size * config.num_key_value_heads * config.head_dim
+        + 3 * config.hidden_size * config.intermediate_size)
+    head = config.vocab_size * config.hidden_size * head_fraction
+    attention = 12 * config.num_hidden_layers * config.hidden_size * seq_len / 2
+    return (6 if finetune == "full" else 4) * body + 4 * head + attention
+
+
+def matmul_peak_tflops(device: torch.device) -> float:
+    """Measured bf16 (CPU: fp32) matmul throughput on this device, the honest MFU denominator."""
+    size, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (1024, torch.float32)
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    start, reps = time.perf_counter(), 20 if device.type == "cuda" else 5
+    for _ in range(reps):
+        a @ b
+    sync()
+    return 2 * size**3 * reps / (time.perf_counter() - start) / 1e12
+
+
+def measure(model_config, path: Variant, examples, steps: int, pad_id: int, device) -> dict:
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(model_config, dtype=dtype, attn_implementation="sdpa").to(device)
+    cfg = path.config
+    model = prepare_for_training(model, None, cfg)
+    if cfg.gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False},
+                                              every_n_layers=cfg.checkpoint_every_n_layers)
+    if cfg.liger and liger_available(True):
+        from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+        _apply_liger_kernel_to_instance(model=model.get_base_model() if hasattr(model, "get_base_model") else model)
+    model.train()
+    optimizer = make_optimizer(model, cfg)
+    batches = (packed_batches(examples, cfg.micro_batch_size, cfg.max_length, pad_id) if path.packed
+               else padded_batches(examples, cfg.micro_batch_size, pad_id))
+    batches = list(batches)[: steps + 1]
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    real_tokens, loss_tokens, seconds, seq_lens = 0, 0, 0.0, []
+    for step, batch in enumerate(batches):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        start = time.perf_counter()
+        loss = answer_only_loss(model, batch) if path.answer_only else model(**batch, use_cache=False).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if step > 0:  # the first step warms up kernels and allocators
+            seconds += time.perf_counter() - start
+            real = int((batch["input_ids"] != pad_id).sum())
+            real_tokens += real
+            loss_tokens += int((batch["labels"] != IGNORE).sum())
+            seq_lens.append(batch["input_ids"].shape[1])
+    padded = sum(len(b["input_ids"].view(-1)) for b in batches[1:])
+    result = {
+        "path": path.name, "stage": path.stage, "packed": path.packed, "answer_only_loss": path.answer_only,
+        "finetune": cfg.finetune, "micro_batch_size": cfg.micro_batch_size, "max_length": cfg.max_length,
+        "checkpoint_every_n_layers": cfg.checkpoint_every_n_layers if cfg.gradient_checkpointing else None,
+        "steps": len(batches) - 1, "real_tokens": real_tokens, "seconds": round(seconds, 3),
+        "tokens_per_second": round(real_tokens / max(seconds, 1e-9), 1),
+        "padding_fraction": round(1 - real_tokens / max(padded, 1), 4),
+        "flops_per_token": model_flops_per_token(model_config, cfg.finetune, sum(seq_lens) / max(len(seq_lens), 1),
+                                                 loss_tokens / max(real_tokens, 1) if path.answer_only else 1.0),
+        "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None,
+    }
+    del model, optimizer
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+def variants(max_length: int, micro_batch: int, stage: int) -> list[Variant]:
+    """The naive baseline and our path for one stage, on that stage's data."""
+    lora = TrainConfig(lora_r=64, lora_alpha=32, train_norms=False, max_length=max_length,
+                       micro_batch_size=micro_batch, grad_accum=1, liger=False)
+    ours = replace(lora, train_norms=True, liger=True, checkpoint_every_n_layers=2)
+    if stage == 1:
+        ours = replace(ours, lora_r=128, lora_alpha=64, loraplus_lr_ratio=4.0)
+    if stage == 3:
+        ours = replace(ours, finetune="full", optimizer="adamw_8bit", optimizer_in_backward=True,
+                       checkpoint_every_n_layers=1)
+    return [Variant(f"stage{stage} baseline: HF defaults (padded, full logits, LoRA)", stage, False, False, lora),
+            Variant(f"stage{stage} ours: packed, answer-only loss, {ours.finetune}", stage, True, True, ours)]
+
+
+def run(args: Namespace) -> dict:
+    device = torch.device("cuda" if use_cuda() else "cpu")
+    shape = SHAPES[args.shape]
+    if isinstance(shape, Path):
+        model_config = AutoConfig.from_pretrained(shape)
+    else:
+        model_config = AutoConfig.for_model("llama", vocab_size=128256, **shape)
+    if args.cap_gb and device.type == "cuda":
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.cap_gb * 2**30 / total))
+    peak = matmul_peak_tflops(device)
+    device_name = describe()["device"]
+    datasheet = next((v for k, v in DATASHEET_BF16_TFLOPS.items() if k in str(device_name)), None)
+    results = []
+    for stage in args.stages:
+        examples = synthetic_examples(stage, args.examples, args.max_length)
+        for variant in variants(args.max_length, args.micro_batch_size, stage):
+            try:
+                result = measure(model_config, variant, examples, args.steps, 128004, device)
+            except torch.OutOfMemoryError:
+                result = {"path": variant.name, "stage": stage, "error": "out of memory"}
+                torch.cuda.empty_cache()
+            if "tokens_per_second" in result:
+                achieved = result["tokens_per_second"] * result["flops_per_token"] / 1e12
+                result["mfu_measured_peak"] = round(achieved / peak, 4)
+                result["mfu_datasheet"] = round(achieved / datasheet, 4) if datasheet else None
+            if variant.packed and results and "tokens_per_second" in results[-1] and "tokens_per_second" in result:
+                result["speedup_vs_baseline"] = round(result["tokens_per_second"] / results[-1]["tokens_per_second"], 2)
+            results.append(result)
+            print(json.dumps(result), flush=True)
+    doc = {"benchmark": "train", "shape": args.shape, "device": describe(), "versions": versions(),
+           "matmul_peak_tflops": round(peak, 2), "datasheet_tflops": datasheet, "memory_cap_gb": args.cap_gb,
+           "settings": vars(args) | {"out": str(args.out)}, "results": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2, default=str))
+    print(format_results(results))
+    return doc
+
+
+def format_results(results: list[dict]) -> str:
+    lines = ["| path | tokens/s | × baseline | MFU (measured peak) | MFU (datasheet) | padding | peak GiB |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['path']} | {r['error']} | | | | | |")
+            continue
+        lines.append(f"| {r['path']} | {r['tokens_per_second']:,.0f} | {r.get('speedup_vs_baseline', 1.0):.2f} | "
+                     f"{r['mfu_measured_peak']:.1%} | "
+                     f"{'—' if r['mfu_datasheet'] is None else format(r['mfu_datasheet'], '.1%')} | "
+                     f"{r['padding_fraction']:.1%} | {r['peak_memory_gib'] or '—'} |")
+    return "\n".join(lines)
