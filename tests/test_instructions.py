@@ -236,6 +236,24 @@ def test_task_summary_per_task(chat_tokenizer, tmp_path):
     assert json.loads(json.dumps(summary)) == summary  # stored in data_report.json
 
 
+@pytest.mark.xfail(strict=True, reason="a label whose type conflicts with its task's earlier labels raises a bare "
+                   "ValueError from LabelSummary (no file, no line) instead of being skipped/reported by line")
+def test_label_type_conflicting_with_its_task_is_reported_by_line(chat_tokenizer, tmp_path):
+    path = write_jsonl(tmp_path / "t.jsonl", [
+        {"input": "q1 <dna>ACGT<dna>", "output": "12.5", "label": 12.5, "task": "reg"},
+        {"input": "q2 <dna>ACGT<dna>", "output": "3", "label": 3, "task": "reg"},
+        {"input": "q3 <dna>ACGT<dna>", "output": "a 1, b 2", "label": {"a": 1.0, "b": 2.0}, "task": "reg"},
+        {"input": "q4 <dna>ACGT<dna>", "output": "7", "label": 7, "task": "reg"},
+    ])
+    try:
+        examples, report, _ = build(path, chat_tokenizer, max_length=256)
+    except ValueError as err:  # refusing the file is fine too, if the message says where
+        assert f"{path}:3" in str(err)
+    else:
+        assert len(examples) == 3
+        assert [n for lines in report.examples.values() for n in lines] == [3]
+
+
 # ---------------------------------------------------------------------------------- Stage 3 reasoning
 
 REASONING_OUTPUTS = {

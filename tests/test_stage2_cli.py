@@ -110,7 +110,8 @@ def test_saved_tokenizer_carries_the_chat_template(run, tiny_model):
     from transformers import AutoTokenizer
 
     jinja = run.model / "chat_template.jinja"
-    saved = jinja.read_text() if jinja.is_file() else read_json(run.model / "tokenizer_config.json").get("chat_template")
+    config = read_json(run.model / "tokenizer_config.json")
+    saved = jinja.read_text() if jinja.is_file() else config.get("chat_template")
     assert saved == CHAT_TEMPLATE
     # any tool loading the saved model sees the training prompt tokens
     tokenizer = AutoTokenizer.from_pretrained(run.model)
@@ -173,7 +174,7 @@ def test_predictions_file(run):
     assert len(rows) == 2 * len(tasks)  # --max-samples 2 per task
     assert {r["task"] for r in rows} == tasks
     for row in rows:
-        assert PREDICTION_FIELDS <= set(row)
+        assert set(row) >= PREDICTION_FIELDS
         assert row["format_ok"] is None  # Stage 2 has no format rule
         assert isinstance(row["generated"], str)
         assert row["valid"] == (row["prediction"] is not None)

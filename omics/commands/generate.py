@@ -89,8 +89,8 @@ def run(args: Namespace) -> list[dict]:
     specs = build_task_specs(summary) if summary else {}
     backend = make_backend(args.backend, model, args.max_new_tokens, args.batch_tokens)
     prompts = [prompt_text(backend.tokenizer, str(r["input"]), str(r.get("system") or SYSTEM_PROMPT)) for r in rows]
-    for row, text in zip(rows, backend.generate(prompts), strict=True):
-        row["generated"] = text
+    for row, generation in zip(rows, backend.generate(prompts), strict=True):
+        text = row["generated"] = generation.text
         if row.get("task") in specs:
             row["prediction"] = parse_prediction(extract_answer(text)[0] if "<answer>" in text else text,
                                                  specs[row["task"]])

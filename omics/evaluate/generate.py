@@ -8,11 +8,13 @@ Both take the same prompt token ids, the ones training used (`omics.data.instruc
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import torch
 from tqdm import tqdm
+from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
 
 from omics.device import has_package, use_cuda
 from omics.model import end_of_turn_id, load_model, load_tokenizer
@@ -20,10 +22,35 @@ from omics.model import end_of_turn_id, load_model, load_tokenizer
 log = logging.getLogger("omics")
 
 
+TOP_LOGPROBS = 20  # alternatives kept per generated token: enough to find the true class's word
+
+
+@dataclass
+class Generation:
+    """A greedy answer, its token ids, and per token the top alternatives' log-probabilities."""
+
+    text: str
+    token_ids: list[int]
+    top_logprobs: list[dict[int, float]] | None = None
+
+
 class Backend(Protocol):
     name: str
+    tokenizer: PreTrainedTokenizerBase
 
-    def generate(self, prompts: list[str]) -> list[str]: ...
+    def generate(self, prompts: list[str]) -> list[Generation]: ...
+
+
+class _RecordTopLogprobs(LogitsProcessor):
+    """Keeps the top-k log-probabilities of every decoding step (scores pass through unchanged)."""
+
+    def __init__(self, k: int):
+        self.k, self.steps = k, []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        top = torch.log_softmax(scores.float(), dim=-1).topk(self.k)
+        self.steps.append((top.indices.cpu(), top.values.cpu()))
+        return scores
 
 
 class HFBackend:
@@ -53,13 +80,14 @@ class HFBackend:
         return batches
 
     @torch.no_grad()
-    def generate(self, prompts: list[str]) -> list[str]:
+    def generate(self, prompts: list[str]) -> list[Generation]:
         encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        outputs: list[str] = [""] * len(prompts)
+        outputs: list[Generation | None] = [None] * len(prompts)
         device = next(self.model.parameters()).device
         with tqdm(total=len(prompts), desc="generate", unit="ex") as progress:
             for batch in self._batches([len(ids) for ids in encoded]):
                 padded = self.tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
+                recorder = _RecordTopLogprobs(TOP_LOGPROBS)
                 generated = self.model.generate(
                     input_ids=padded["input_ids"].to(device),
                     attention_mask=padded["attention_mask"].to(device),
@@ -68,11 +96,16 @@ class HFBackend:
                     do_sample=False,
                     eos_token_id=self.stop_ids,
                     pad_token_id=self.tokenizer.pad_token_id,
+                    logits_processor=LogitsProcessorList([recorder]),
                 )
-                new_tokens = generated[:, padded["input_ids"].shape[1]:]
-                for i, text in zip(batch, self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True),
-                                   strict=True):
-                    outputs[i] = text.strip()
+                new_tokens = generated[:, padded["input_ids"].shape[1]:].tolist()
+                for row, i in enumerate(batch):
+                    ids = new_tokens[row]
+                    stop = next((t for t, token in enumerate(ids) if token in self.stop_ids), len(ids))
+                    top = [dict(zip(recorder.steps[t][0][row].tolist(), recorder.steps[t][1][row].tolist(),
+                                    strict=True)) for t in range(stop)]
+                    text = self.tokenizer.decode(ids[:stop], skip_special_tokens=True).strip()
+                    outputs[i] = Generation(text, ids[:stop], top)
                 progress.update(len(batch))
         return outputs
 
@@ -88,15 +121,19 @@ class VLLMBackend:
         self.tokenizer = load_tokenizer(model_dir, chat=True)
         self.engine = LLM(model=str(model_dir), dtype="bfloat16", enable_prefix_caching=True)
         self.params = SamplingParams(
-            temperature=0.0, max_tokens=max_new_tokens,
+            temperature=0.0, max_tokens=max_new_tokens, logprobs=TOP_LOGPROBS,
             stop_token_ids=[end_of_turn_id(self.tokenizer), self.tokenizer.eos_token_id],
         )
 
-    def generate(self, prompts: list[str]) -> list[str]:
-        encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        requests = [{"prompt_token_ids": ids} for ids in encoded]
-        results = self.engine.generate(requests, self.params, use_tqdm=True)
-        return [r.outputs[0].text.strip() for r in results]
+    def requests(self, prompts: list[str]) -> list[dict]:
+        """vLLM token prompts: the same ids as training and the HF path (no second BOS, no re-templating)."""
+        return [{"prompt_token_ids": ids} for ids in self.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+
+    def generate(self, prompts: list[str]) -> list[Generation]:
+        results = self.engine.generate(self.requests(prompts), self.params, use_tqdm=True)
+        return [Generation(out.text.strip(), list(out.token_ids),
+                           [{token: lp.logprob for token, lp in step.items()} for step in out.logprobs or []])
+                for out in (r.outputs[0] for r in results)]
 
 
 def make_backend(name: str, model_dir: str | Path, max_new_tokens: int, batch_tokens: int) -> Backend:

@@ -17,6 +17,7 @@ from typing import Any
 from omics.config import SYSTEM_PROMPT
 from omics.data.packing import file_sha256
 from omics.data.validate import DataReport, read_instructions
+from omics.evaluate.confidence import true_class_probability
 from omics.evaluate.metrics import score_task, summarize_overall
 from omics.evaluate.parse import extract_answer, normalize_label, parse_prediction
 from omics.evaluate.report import (
@@ -40,21 +41,33 @@ def training_summary(train_data: Path | None, metrics_dir: Path) -> dict | None:
     return json.loads(saved.read_text()).get("task_summary") if saved.is_file() else None
 
 
-def score_rows(rows: list[dict], specs: dict[str, TaskSpec], reasoning: bool) -> tuple[dict, dict]:
-    """Parse every generated text (in place: prediction, valid, format_ok) and score each task."""
-    by_task: dict[str, list[dict]] = defaultdict(list)
+def parse_rows(rows: list[dict], specs: dict[str, TaskSpec], reasoning: bool) -> None:
+    """Parse every generated text, in place: prediction, valid, format_ok (Stage 3 only)."""
     for row in rows:
-        spec = specs[row["task"]]
         answer, format_ok = extract_answer(row["generated"]) if reasoning else (row["generated"], None)
-        row["prediction"] = parse_prediction(answer, spec)
+        row["prediction"] = parse_prediction(answer, specs[row["task"]])
         row["valid"] = row["prediction"] is not None
         row["format_ok"] = format_ok
+
+
+def score_rows(rows: list[dict], specs: dict[str, TaskSpec], reasoning: bool) -> tuple[dict, dict]:
+    """Per-task metrics of parsed rows; a row's `probability` (model p of the true class) is used when present."""
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
         by_task[row["task"]].append(row)
     results = {}
     for task, task_rows in sorted(by_task.items()):
         spec = specs[task]
-        result = score_task(spec, [normalize_label(r["label"], spec) for r in task_rows],
-                            [r["prediction"] for r in task_rows])
+        labels = [normalize_label(r["label"], spec) for r in task_rows]
+        predictions = [r["prediction"] for r in task_rows]
+        read = [r.get("probability") for r in task_rows]
+        probabilities = None
+        if any(p is not None for p in read):  # per sample: the model's p where readable, else hard 1/0
+            probabilities = [p if p is not None else float(pred == label)
+                             for p, pred, label in zip(read, predictions, labels, strict=True)]
+        result = score_task(spec, labels, predictions, probabilities)
+        if spec.type in ("binary", "multiclass"):
+            result["model_probability_share"] = round(sum(p is not None for p in read) / len(read), 4)
         if reasoning:
             result["format_compliance"] = round(100 * sum(bool(r["format_ok"]) for r in task_rows) / len(task_rows), 2)
             lengths = [len(r["generated"].split()) for r in task_rows]
@@ -102,16 +115,22 @@ def evaluate_generation(stage: int, args: Any) -> dict:
     backend = make_backend(args.backend, model_dir, args.max_new_tokens, args.batch_tokens)
     started = time.time()
     prompts = [prompt_text(backend.tokenizer, r["input"], system) for r in records]
-    generated = backend.generate(prompts)
+    generations = backend.generate(prompts)
     seconds = time.time() - started
-    rows = [{"task": r["task"], "input": r["input"], "label": r["label"], "generated": g}
-            for r, g in zip(records, generated, strict=True)]
+    rows = [{"task": r["task"], "input": r["input"], "label": r["label"], "generated": g.text}
+            for r, g in zip(records, generations, strict=True)]
+    parse_rows(rows, specs, reasoning=stage == 3)
+    for row, generation in zip(rows, generations, strict=True):
+        spec = specs[row["task"]]
+        if spec.type in ("binary", "multiclass"):
+            row["probability"] = true_class_probability(generation, spec, normalize_label(row["label"], spec),
+                                                        row["prediction"], backend.tokenizer, answer_tag=stage == 3)
     results, overall = score_rows(rows, specs, reasoning=stage == 3)
     meta = {
         "stage": stage, "model": str(Path(model_dir).resolve()), "data": str(Path(args.data).resolve()),
         "data_sha256": file_sha256(args.data), "backend": backend.name, "n_examples": len(rows),
         "generation_seconds": round(seconds, 2), "examples_per_second": round(len(rows) / max(seconds, 1e-9), 3),
-        "skipped_lines": dict(report.skipped), "probability_source": "hard",
+        "skipped_lines": dict(report.skipped),
         "task_specs": {task: spec.to_dict() for task, spec in specs.items()},
     }
     write_predictions(metrics_dir / "predictions.jsonl", rows)
@@ -138,6 +157,7 @@ def rescore(predictions: Path, train_data: Path | None, out: Path | None) -> dic
         raise ValueError(f"{predictions}: no predictions")
     reasoning = any(r.get("format_ok") is not None for r in rows)
     specs = _specs(rows, training_summary(train_data, predictions.parent))
+    parse_rows(rows, specs, reasoning)
     results, overall = score_rows(rows, specs, reasoning)
     print(format_table(results, overall))
     if out is None:

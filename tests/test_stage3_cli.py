@@ -1,0 +1,193 @@
+"""`omics stage3 train` with replay and `stage3 evaluate` on the tiny model; `omics compare` on known documents."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from omics.cli import main
+from omics.data.packing import file_sha256
+
+SAMPLES = Path(__file__).resolve().parent.parent / "omics" / "samples"
+FAST = [f"--set={item}" for item in (
+    "max_length=256", "micro_batch_size=4", "grad_accum=1", "max_steps=3", "save_steps=3", "logging_steps=1",
+    "lora_r=4", "lora_alpha=8", "gradient_checkpointing=false",
+    # the Stage 3 preset fully fine-tunes with 8-bit AdamW updated in backward: LoRA + AdamW keeps this CPU test small
+    "finetune=lora", "optimizer=adamw", "optimizer_in_backward=false", "replay_ratio=1.0")]
+EVAL_FAST = ["--max-new-tokens", "8", "--max-samples", "2"]
+REASONING_LINES = 20
+BAD_REASONING = {4: "The sequence is positive for high GC content.",  # no tags
+                 9: "<reasoning>counted</reasoning> <answer>positive"}  # unclosed
+
+
+def cli(mp: pytest.MonkeyPatch, cwd: Path, *argv: str) -> int:
+    """Run `omics ARGV` in `cwd` as the command line would, without leaking pin_one_gpu's env changes."""
+    mp.chdir(cwd)
+    for name in ("CUDA_VISIBLE_DEVICES", "PYTORCH_CUDA_ALLOC_CONF"):
+        mp.delenv(name, raising=False)
+    if torch.cuda.is_initialized():
+        mp.setattr("omics.cli.pin_one_gpu", lambda index=0: str(index))
+    return main(list(argv))
+
+
+def head(name: str, n: int) -> list[str]:
+    with (SAMPLES / name).open(encoding="utf-8") as f:
+        return [next(f).rstrip("\n") for _ in range(n)]
+
+
+def reasoning_lines() -> list[str]:
+    lines = head("stage3_train.jsonl", REASONING_LINES)
+    for number, output in BAD_REASONING.items():
+        record = json.loads(lines[number - 1])
+        record["output"] = output
+        lines.insert(number - 1, json.dumps(record))
+    return lines
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model, tmp_path_factory):
+    root = tmp_path_factory.mktemp("stage3-run")
+    (root / "reasoning.jsonl").write_text("\n".join(reasoning_lines()) + "\n", encoding="utf-8")
+    (root / "replay.jsonl").write_text("\n".join(head("stage2_train.jsonl", 40)) + "\n", encoding="utf-8")
+    (root / "test.jsonl").write_text("\n".join(head("stage2_test.jsonl", 40)) + "\n", encoding="utf-8")
+    with pytest.MonkeyPatch.context() as mp:
+        codes = {
+            "train": cli(mp, root, "stage3", "train", "--data", "reasoning.jsonl", "--replay-data", "replay.jsonl",
+                         "--base-model", str(tiny_model), "--output-dir", "models/stage3",
+                         "--metrics-dir", "metrics/stage3", *FAST),
+            "evaluate": cli(mp, root, "stage3", "evaluate", "--data", "test.jsonl", "--model", "models/stage3",
+                            "--metrics-dir", "metrics/stage3", *EVAL_FAST),
+        }
+    return SimpleNamespace(root=root, codes=codes, model=root / "models/stage3", metrics=root / "metrics/stage3")
+
+
+def test_commands_succeed(run):
+    assert run.codes == {"train": 0, "evaluate": 0}
+    for name in ("config.json", "model.safetensors", "generation_config.json"):
+        assert (run.model / name).is_file(), name
+    for name in ("parameters.json", "data_report.json", "run_summary.json"):
+        assert (run.metrics / name).is_file(), name
+
+
+def test_data_report_replay_matches_kept_reasoning(run):
+    data = read_json(run.metrics / "data_report.json")
+    report = data["report"]
+    kept = REASONING_LINES  # the inserted bad lines are skipped
+    assert report["lines"] == REASONING_LINES + len(BAD_REASONING)
+    assert sorted(n for lines in report["first_skipped_lines"].values() for n in lines) == sorted(BAD_REASONING)
+    replay = data["replay"]
+    assert replay["examples"] == round(1.0 * kept) == kept
+    assert replay["ratio"] == 1.0
+    assert replay["lines"] == 40 and replay["valid"] == 40
+    # the task summary covers what was trained: reasoning + replayed examples
+    assert sum(s["n"] for s in data["task_summary"].values()) == 2 * kept
+
+
+def test_parameters_record_the_replay_file(run):
+    params = read_json(run.metrics / "parameters.json")
+    assert params["stage"] == 3
+    assert params["extra_data"]["replay"]["sha256"] == file_sha256(run.root / "replay.jsonl")
+    assert params["config"]["replay_ratio"] == 1.0
+    assert read_json(run.metrics / "run_summary.json")["steps"] == 3
+
+
+def test_evaluate_reports_format_compliance(run):
+    doc = read_json(run.metrics / "metrics.json")
+    tasks = {json.loads(line)["task"] for line in head("stage2_test.jsonl", 40)}
+    assert set(doc["tasks"]) == tasks
+    rows = [json.loads(line) for line in (run.metrics / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * len(tasks)
+    assert all(isinstance(r["format_ok"], bool) for r in rows)
+    for task, result in doc["tasks"].items():
+        ok = [r["format_ok"] for r in rows if r["task"] == task]
+        assert result["format_compliance"] == pytest.approx(100 * sum(ok) / len(ok), abs=0.01)
+        assert {"mean", "median", "max"} <= set(result["output_words"])
+    assert doc["meta"]["stage"] == 3
+
+
+def test_score_keeps_the_reasoning_rules(run, monkeypatch):
+    argv = ["score", "--predictions", "metrics/stage3/predictions.jsonl", "--out", "rescored"]
+    assert cli(monkeypatch, run.root, *argv) == 0
+    original, rescored = read_json(run.metrics / "metrics.json"), read_json(run.root / "rescored/metrics.json")
+    assert rescored["tasks"] == original["tasks"]
+
+
+def test_compare_with_a_stage2_evaluation_of_the_same_file(run, monkeypatch, capsys):
+    stage3 = read_json(run.metrics / "metrics.json")
+    stage2 = {"meta": {"data_sha256": stage3["meta"]["data_sha256"]}, "overall": {"mixed_score_mean": 1.0},
+              "tasks": {task: {"mixed_score": 1.0} for task in stage3["tasks"]}}
+    (run.root / "metrics/stage2").mkdir(parents=True)
+    (run.root / "metrics/stage2/metrics.json").write_text(json.dumps(stage2))
+    assert cli(monkeypatch, run.root, "compare", "--stages", "2", "3", "--metrics-root", "metrics") == 0
+    out = capsys.readouterr().out
+    for task, result in stage3["tasks"].items():
+        assert f"| {task} | 1.00 | {result['mixed_score']:.2f} | {result['mixed_score'] - 1:+.2f} |" in out
+    assert "Warning" not in out
+    assert (run.root / "metrics/comparison.md").read_text().strip() == out.strip()
+
+
+# ------------------------------------------------------------------------------------------------ compare
+
+STAGE2 = {
+    "meta": {"data_sha256": "a" * 64},
+    "overall": {"mixed_score_mean": 55.25},
+    "tasks": {
+        "emp-x": {"type": "binary", "mixed_score": 40.0, "paper_metric": {"name": "MCC", "value": 10.0}},
+        "reg-y": {"type": "regression", "mixed_score": 70.5, "paper_metric": {"name": "Spearman", "value": 50.0}},
+    },
+}
+STAGE3 = {
+    "meta": {"data_sha256": "a" * 64},
+    "overall": {"mixed_score_mean": 48.5},
+    "tasks": {
+        "emp-x": {"type": "binary", "mixed_score": 55.5, "paper_metric": {"name": "MCC", "value": 20.0}},
+        "reg-y": {"type": "regression", "mixed_score": 60.0, "paper_metric": {"name": "Spearman", "value": 45.5}},
+        "cls-z": {"type": "multiclass", "mixed_score": 30.0, "paper_metric": {"name": "accuracy", "value": 30.0}},
+    },
+}
+
+
+@pytest.fixture
+def metrics_root(tmp_path) -> Path:
+    for stage, doc in (("stage2", STAGE2), ("stage3", STAGE3)):
+        (tmp_path / "metrics" / stage).mkdir(parents=True)
+        (tmp_path / "metrics" / stage / "metrics.json").write_text(json.dumps(doc))
+    return tmp_path / "metrics"
+
+
+def test_compare_prints_per_task_deltas(metrics_root, monkeypatch, capsys):
+    assert cli(monkeypatch, metrics_root.parent, "compare", "--stages", "2", "3", "--metrics-root", "metrics") == 0
+    out = capsys.readouterr().out
+    assert "| emp-x | 40.00 | 55.50 | +15.50 |" in out
+    assert "| reg-y | 70.50 | 60.00 | -10.50 |" in out
+    assert "| cls-z | — | 30.00 | — |" in out
+    assert "| mean (all tasks) | 55.25 | 48.50 | -6.75 |" in out
+    assert "| emp-x | MCC | 10.00 | 20.00 | +10.00 |" in out
+    assert "| reg-y | Spearman | 50.00 | 45.50 | -4.50 |" in out
+    assert "Warning" not in out
+    saved = (metrics_root / "comparison.md").read_text(encoding="utf-8")
+    assert saved.strip() == out.strip()
+
+
+def test_compare_warns_about_different_data(metrics_root, monkeypatch, capsys):
+    doc = {**STAGE3, "meta": {"data_sha256": "b" * 64}}
+    (metrics_root / "stage3" / "metrics.json").write_text(json.dumps(doc))
+    assert cli(monkeypatch, metrics_root.parent, "compare", "--stages", "2", "3", "--metrics-root", "metrics") == 0
+    assert "different data files" in capsys.readouterr().out
+
+
+def test_compare_missing_stage(metrics_root, monkeypatch, caplog):
+    caplog.set_level(logging.ERROR, logger="omics")
+    argv = ["compare", "--stages", "1", "2", "3", "--metrics-root", "metrics"]
+    assert cli(monkeypatch, metrics_root.parent, *argv) == 2
+    assert "stage1" in caplog.text
+    assert not (metrics_root / "comparison.md").exists()
