@@ -113,8 +113,9 @@ def check_directories(args: RunArgs) -> None:
     if args.resume and args.overwrite:
         raise ValueError("--resume and --overwrite contradict each other; pick one")
     if args.resume:
-        if not has_checkpoints:
-            raise FileNotFoundError(f"--resume: no checkpoint under {checkpoints}; start without --resume")
+        complete = [c for c in checkpoints.glob("checkpoint-*") if (c / "trainer_state.json").is_file()]
+        if not complete:
+            raise FileNotFoundError(f"--resume: no complete checkpoint under {checkpoints}; start without --resume")
         if has_model:
             raise FileExistsError(f"{args.output_dir} already holds a finished model; nothing to resume")
     elif (has_model or has_checkpoints or has_records) and not args.overwrite:
@@ -126,8 +127,23 @@ def check_directories(args: RunArgs) -> None:
         )
 
 
+def set_aside_incomplete_checkpoints(checkpoints: Path) -> list[str]:
+    """A run killed while saving leaves a checkpoint without trainer_state.json (written last): move it
+    aside so --resume continues from the last complete one."""
+    moved = []
+    for checkpoint in checkpoints.glob("checkpoint-*"):
+        if not (checkpoint / "trainer_state.json").is_file():
+            checkpoint.rename(checkpoint.with_name(f"incomplete-{checkpoint.name}"))
+            moved.append(checkpoint.name)
+    if moved:
+        log.warning("set aside incomplete checkpoints (killed while saving): %s", moved)
+    return moved
+
+
 def reset_directories(args: RunArgs) -> Path:
     """With --overwrite, clear the previous run (only once the new data proved usable); return checkpoints."""
+    if args.resume:
+        set_aside_incomplete_checkpoints(args.output_dir / CHECKPOINTS)
     if args.overwrite:
         for path in (args.output_dir, args.metrics_dir):
             shutil.rmtree(path, ignore_errors=True)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from omics.sequences import Molecule, clean_line, detect_molecule
 
 MAX_EXAMPLES_PER_REASON = 20
@@ -73,8 +75,10 @@ class DataReport:
 def _lines(path: Path, report: DataReport) -> Iterator[tuple[int, str]]:
     if not path.is_file():
         raise DataError(f"data file {path} not found (pass the path of an existing file)")
-    with path.open("rb") as handle:
+    with path.open("rb") as handle, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
+                                         desc=f"read {path.name}", leave=False) as progress:
         for lineno, raw in enumerate(handle, 1):
+            progress.update(len(raw))
             report.lines = lineno
             try:
                 line = raw.decode("utf-8")
