@@ -7,7 +7,7 @@ import pytest
 from omics.config import SYSTEM_PROMPT
 from omics.data.instructions import prompt_text
 from omics.device import has_package, use_cuda
-from omics.evaluate.generate import HFBackend, make_backend
+from omics.evaluate.generate import Generation, HFBackend, make_backend
 
 MAX_NEW = 6
 QUESTIONS = [
@@ -31,15 +31,25 @@ def prompts(backend) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def one_at_a_time(backend, prompts) -> list[str]:
+def alone(backend, prompts) -> list[Generation]:
     """Reference: each prompt alone (batch of one, no padding)."""
     return [backend.generate([p])[0] for p in prompts]
 
 
-def generate_with(backend: HFBackend, prompts: list[str], batch_tokens: int) -> list[str]:
+@pytest.fixture(scope="module")
+def one_at_a_time(alone) -> list[tuple[str, list[int]]]:
+    return [(g.text, g.token_ids) for g in alone]
+
+
+def greedy(generations: list[Generation]) -> list[tuple[str, list[int]]]:
+    assert all(isinstance(g, Generation) for g in generations)
+    return [(g.text, g.token_ids) for g in generations]
+
+
+def generate_with(backend: HFBackend, prompts: list[str], batch_tokens: int) -> list[tuple[str, list[int]]]:
     backend.batch_tokens, old = batch_tokens, backend.batch_tokens
     try:
-        return backend.generate(prompts)
+        return greedy(backend.generate(prompts))
     finally:
         backend.batch_tokens = old
 
@@ -54,8 +64,28 @@ def test_backend_settings(backend):
 
 def test_reference_outputs_are_distinct(one_at_a_time):
     """Otherwise the order tests below could not tell prompts apart."""
-    assert all(isinstance(text, str) for text in one_at_a_time)
-    assert len(set(one_at_a_time)) >= 4, one_at_a_time
+    assert all(isinstance(text, str) and ids for text, ids in one_at_a_time)
+    assert len({text for text, _ in one_at_a_time}) >= 4, one_at_a_time
+
+
+def test_generation_records_greedy_log_probabilities(backend, alone):
+    stops = set(backend.stop_ids)
+    for generation in alone:
+        assert len(generation.token_ids) <= MAX_NEW and not stops & set(generation.token_ids)
+        assert backend.tokenizer.decode(generation.token_ids, skip_special_tokens=True).strip() == generation.text
+        assert len(generation.top_logprobs) == len(generation.token_ids)
+        for token, step in zip(generation.token_ids, generation.top_logprobs, strict=True):
+            assert max(step, key=step.get) == token  # greedy: the chosen token is the most probable
+            assert all(lp <= 0 for lp in step.values())
+
+
+def test_left_padding_keeps_log_probabilities(backend, prompts, alone):
+    backend.batch_tokens = 10**6
+    batched = backend.generate(prompts)
+    for one, many in zip(alone, batched, strict=True):
+        for a, b in zip(one.top_logprobs, many.top_logprobs, strict=True):
+            assert max(a, key=a.get) == max(b, key=b.get)
+            assert max(a.values()) == pytest.approx(max(b.values()), abs=1e-4)
 
 
 def test_batching_plan(backend, prompts):
@@ -93,15 +123,8 @@ def test_duplicate_prompts(backend, prompts, one_at_a_time):
         one_at_a_time[1], one_at_a_time[4], one_at_a_time[1]]
 
 
-@pytest.mark.xfail(strict=True, raises=IndexError,
-                   reason="HFBackend.generate([]) passes an empty batch to the tokenizer, which raises IndexError")
 def test_empty_prompt_list(backend):
     assert backend.generate([]) == []
-
-
-def test_greedy_outputs_are_short(backend, prompts, one_at_a_time):
-    ids = backend.tokenizer(one_at_a_time, add_special_tokens=False)["input_ids"]
-    assert all(len(i) <= MAX_NEW + 1 for i in ids)  # re-tokenising decoded text may split one token in two
 
 
 @pytest.mark.skipif(has_package("vllm") and use_cuda(), reason="vLLM and a GPU are present")

@@ -236,8 +236,6 @@ def test_task_summary_per_task(chat_tokenizer, tmp_path):
     assert json.loads(json.dumps(summary)) == summary  # stored in data_report.json
 
 
-@pytest.mark.xfail(strict=True, reason="a label whose type conflicts with its task's earlier labels raises a bare "
-                   "ValueError from LabelSummary (no file, no line) instead of being skipped/reported by line")
 def test_label_type_conflicting_with_its_task_is_reported_by_line(chat_tokenizer, tmp_path):
     path = write_jsonl(tmp_path / "t.jsonl", [
         {"input": "q1 <dna>ACGT<dna>", "output": "12.5", "label": 12.5, "task": "reg"},
@@ -285,7 +283,6 @@ def test_reasoning_skip(reasoning_file):
     assert "reasoning" in report.summary()
 
 
-@pytest.mark.xfail(strict=True, reason="reasoning_records counts skipped outputs as valid too: valid + skipped > lines")
 def test_reasoning_skip_report_accounts_each_line_once(reasoning_file):
     report = DataReport(str(reasoning_file))
     kept = reasoning_records(reasoning_file, report, TrainConfig(on_bad_reasoning="skip"))
@@ -311,7 +308,7 @@ def test_reasoning_stop_names_file_and_line(reasoning_file):
 
 def test_reasoning_all_bad_is_an_error(tmp_path):
     path = write_jsonl(tmp_path / "r.jsonl", [{"input": "q", "output": "no tags", "label": 1, "task": "t"}] * 3)
-    with pytest.raises(DataError, match="no example with well-formed reasoning"):
+    with pytest.raises(DataError, match=r"no valid example in 3 lines[\s\S]*reasoning"):
         reasoning_records(path, DataReport(str(path)), TrainConfig())
 
 

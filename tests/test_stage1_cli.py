@@ -175,8 +175,6 @@ def test_overwrite_replaces_the_run(copy_of_run, tiny_model, monkeypatch):
     assert read_json(copy_of_run / METRICS / "parameters.json")["eval_data"] is None
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: train() deletes the previous run (prepare_directories with "
-                   "--overwrite) before the data file is opened, so a typo in --data loses the old model")
 def test_overwrite_with_missing_data_keeps_previous_model(copy_of_run, tiny_model, monkeypatch):
     args = train_args(tiny_model, "--overwrite", data="typo.txt")
     assert cli(monkeypatch, copy_of_run, *args) == 2
@@ -199,7 +197,7 @@ def test_resume_refused_when_the_run_finished(run, monkeypatch, caplog):
 def test_resume_without_checkpoint(tiny_model, tmp_path, monkeypatch, caplog):
     (tmp_path / "train.txt").write_text("ACGT\n")
     assert cli(monkeypatch, tmp_path, *train_args(tiny_model, "--resume")) == 2
-    assert "no checkpoint under" in caplog.text and "checkpoints" in caplog.text
+    assert "no complete checkpoint under" in caplog.text and "checkpoints" in caplog.text
 
 
 def test_resume_continues_from_checkpoint(copy_of_run, run, monkeypatch):

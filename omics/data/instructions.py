@@ -105,16 +105,25 @@ def chat_examples(
         encoded_prompts = tokenizer(prompts, add_special_tokens=False)["input_ids"]
         answers = tokenizer([r["output"].strip() for r in batch], add_special_tokens=False)["input_ids"]
         for record, question, prompt_ids, answer in zip(batch, questions, encoded_prompts, answers, strict=True):
-            summaries.setdefault(record["task"], LabelSummary(record["task"])).add(record["label"], record["input"])
             answer_ids = [*answer, eot]
             lengths.append(len(prompt_ids) + len(answer_ids))
             if lengths[-1] > config.max_length:
                 report.notes[f"examples longer than max_length={config.max_length}"] += 1
                 prompt_ids = _fit(question, answer_ids, tokenizer, config)
                 if prompt_ids is None:
-                    report.bad(record["line"], f"longer than max_length={config.max_length} even after shortening")
+                    report.drop(record["line"], f"longer than max_length={config.max_length} even after shortening",
+                                record["task"])
                     continue
                 report.notes["examples shortened in the middle of their longest sequence"] += 1
+            summary = summaries.setdefault(record["task"], LabelSummary(record["task"]))
+            try:
+                summary.add(record["label"], record["input"])
+            except ValueError as err:  # a label of another kind than the task's earlier ones
+                if config.on_bad_line == "stop":
+                    raise DataError(f"{path}:{record['line']}: {err}. Fix the label, or pass --set "
+                                    "on_bad_line=skip to skip such lines with a report.") from None
+                report.drop(record["line"], "label of another type than the task's other labels", record["task"])
+                continue
             yield [*prompt_ids, *answer_ids], [IGNORE] * len(prompt_ids) + answer_ids
     meta["task_summary"] = {task: s.to_dict() for task, s in sorted(summaries.items())}
     meta["token_lengths"] = length_stats(lengths)
@@ -129,13 +138,11 @@ def reasoning_records(path: str | Path, report: DataReport, config: TrainConfig)
                 raise DataError(f"{path}:{record['line']}: output lacks well-formed <reasoning>…</reasoning> "
                                 "<answer>…</answer> tags; fix it or pass --set on_bad_reasoning=skip|keep")
             if config.on_bad_reasoning == "skip":
-                report.bad(record["line"], "output lacks well-formed <reasoning>/<answer> tags")
+                report.drop(record["line"], "output lacks well-formed <reasoning>/<answer> tags", record["task"])
                 continue
             report.notes["outputs without well-formed reasoning/answer tags, kept"] += 1
         kept.append(record)
-    if not kept:
-        raise DataError(f"{path}: no example with well-formed reasoning tags\n{report.summary()}")
-    return kept
+    return kept  # a file where every line was dropped already raised (no valid example)
 
 
 def sample_replay(path: str | Path, count: int, report: DataReport, config: TrainConfig) -> list[dict]:

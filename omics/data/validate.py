@@ -34,17 +34,24 @@ class DataReport:
     blank: int = 0
     valid: int = 0
     skipped: Counter = field(default_factory=Counter)
-    examples: dict[str, list[int]] = field(default_factory=dict)
+    examples: dict[str, list[int | str]] = field(default_factory=dict)
     molecules: Counter = field(default_factory=Counter)
     residues: Counter = field(default_factory=Counter)
     tasks: Counter = field(default_factory=Counter)
     notes: Counter = field(default_factory=Counter)  # e.g. examples shortened, windows cut
 
-    def bad(self, lineno: int, reason: str) -> None:
+    def bad(self, lineno: int | str, reason: str) -> None:
         self.skipped[reason] += 1
         lines = self.examples.setdefault(reason, [])
         if len(lines) < MAX_EXAMPLES_PER_REASON:
             lines.append(lineno)
+
+    def drop(self, lineno: int | str, reason: str, task: str | None = None) -> None:
+        """A line that was read as valid but is then left out (e.g. too long): count it as skipped instead."""
+        self.valid -= 1
+        if task is not None:
+            self.tasks[task] -= 1
+        self.bad(lineno, reason)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -81,6 +81,8 @@ class HFBackend:
 
     @torch.no_grad()
     def generate(self, prompts: list[str]) -> list[Generation]:
+        if not prompts:
+            return []
         encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         outputs: list[Generation | None] = [None] * len(prompts)
         device = next(self.model.parameters()).device

@@ -107,6 +107,8 @@ def evaluate_generation(stage: int, args: Any) -> dict:
     record = metrics_dir / "parameters.json"
     system = json.loads(record.read_text())["config"]["system_prompt"] if record.is_file() else SYSTEM_PROMPT
     report = DataReport(str(args.data))
+    if args.max_samples is not None and args.max_samples < 1:
+        raise ValueError(f"--max-samples must be at least 1, got {args.max_samples}")
     records = _limit(list(read_instructions(args.data, report)), args.max_samples)
     if report.skipped:
         log.warning("%s", report.summary())

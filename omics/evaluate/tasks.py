@@ -181,9 +181,10 @@ class LabelSummary:
         return value
 
     def _add_kind(self, kind: str, count: int = 1) -> None:
-        self.kinds[kind] = self.kinds.get(kind, 0) + count
-        if not any(set(self.kinds) <= group for group in _COMPATIBLE):
-            raise ValueError(f"task {self.task}: labels mix incompatible types {sorted(self.kinds)}")
+        kinds = {**self.kinds, kind: self.kinds.get(kind, 0) + count}
+        if not any(set(kinds) <= group for group in _COMPATIBLE):
+            raise ValueError(f"task {self.task}: labels mix incompatible types {sorted(kinds)}")
+        self.kinds = kinds
 
     def _add_range(self, lo: float, hi: float, key: str | None = None) -> None:
         if key is None:
@@ -200,23 +201,30 @@ class LabelSummary:
             raise ValueError(f"task {self.task}: label keys {keys} differ from earlier labels' {self.keys}")
 
     def add(self, label: Any, text: str = "") -> None:
-        """Count one record's label; `text` (the question) tells which sequence kinds the task uses."""
+        """Count one record's label; `text` (the question) tells which sequence kinds the task uses.
+
+        All checks run before anything is counted, so a rejected label leaves the summary unchanged."""
         kind = _label_kind(label)
+        if kind == "number":
+            value = self._number(label)
+        elif kind == "dict":
+            keys = [str(k) for k in label]
+            if self.keys is not None and set(keys) != set(self.keys):
+                raise ValueError(f"task {self.task}: label keys {keys} differ from earlier labels' {self.keys}")
+            if any(_label_kind(v) != "number" for v in label.values()):
+                raise ValueError(f"task {self.task}: label {label!r} has an output that is not a number")
+            outputs = {key: self._number(v) for key, v in zip(keys, label.values(), strict=True)}
         self._add_kind(kind)
         self.n += 1
         self.tags.update(t.lower() for t in _TAG.findall(text))
         if kind == "number":
-            value = self._number(label)
             self._add_range(value, value)
             if value not in self.values and len(self.values) < _DISTINCT_CAP:
                 self.values.append(value)
         elif kind == "dict":
-            self._add_keys([str(k) for k in label])
-            for key, v in label.items():
-                if _label_kind(v) != "number":
-                    raise ValueError(f"task {self.task}: output {key!r} of label {label!r} is not a number")
-                value = self._number(v)
-                self._add_range(value, value, str(key))
+            self._add_keys(keys)
+            for key, value in outputs.items():
+                self._add_range(value, value, key)
         elif kind == "list":
             for item in label:
                 self.items[str(item)] = self.items.get(str(item), 0) + 1
