@@ -11,9 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import cli
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from omics.cli import main
 from omics.data.packing import file_sha256
 
 MODEL = Path("archive/models/stage1")
@@ -22,15 +22,6 @@ FAST = ["--set", "max_length=64", "--set", "micro_batch_size=2", "--set", "grad_
         "--set", "logging_steps=1", "--set", "warmup_ratio=0"]
 BAD_LINES = {7: "not a sequence!", 23: ">chr1 a FASTA header"}
 
-
-def cli(mp: pytest.MonkeyPatch, cwd: Path, *argv: str) -> int:
-    """Run `omics ARGV` in `cwd` as the command line would, without leaking pin_one_gpu's env changes."""
-    mp.chdir(cwd)
-    for name in ("CUDA_VISIBLE_DEVICES", "PYTORCH_CUDA_ALLOC_CONF"):
-        mp.delenv(name, raising=False)  # restored when mp undoes
-    if torch.cuda.is_initialized():  # a second in-process command cannot pin again; a real CLI run can
-        mp.setattr("omics.cli.pin_one_gpu", lambda index=0: str(index))
-    return main(list(argv))
 
 
 def sequence_lines(n: int, seed: int) -> list[str]:

@@ -8,9 +8,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
+from helpers import cli, head
 
-from omics.cli import main
 from omics.data.packing import file_sha256
 from omics.device import has_package, use_cuda
 from omics.model import CHAT_TEMPLATE
@@ -25,19 +24,6 @@ BAD_JSON_LINE, MISSING_FIELD_LINE = 5, 12
 PREDICTION_FIELDS = {"task", "input", "label", "prediction", "generated", "valid", "format_ok"}
 
 
-def cli(mp: pytest.MonkeyPatch, cwd: Path, *argv: str) -> int:
-    """Run `omics ARGV` in `cwd` as the command line would, without leaking pin_one_gpu's env changes."""
-    mp.chdir(cwd)
-    for name in ("CUDA_VISIBLE_DEVICES", "PYTORCH_CUDA_ALLOC_CONF"):
-        mp.delenv(name, raising=False)  # restored when mp undoes
-    if torch.cuda.is_initialized():  # a second in-process command cannot pin again; a real CLI run can
-        mp.setattr("omics.cli.pin_one_gpu", lambda index=0: str(index))
-    return main(list(argv))
-
-
-def head(name: str, n: int) -> list[str]:
-    with (SAMPLES / name).open(encoding="utf-8") as f:
-        return [next(f).rstrip("\n") for _ in range(n)]
 
 
 def train_lines() -> list[str]:

@@ -8,9 +8,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
+from helpers import cli, head
 
-from omics.cli import main
 from omics.data.packing import file_sha256
 
 SAMPLES = Path(__file__).resolve().parent.parent / "omics" / "samples"
@@ -25,19 +24,6 @@ BAD_REASONING = {4: "The sequence is positive for high GC content.",  # no tags
                  9: "<reasoning>counted</reasoning> <answer>positive"}  # unclosed
 
 
-def cli(mp: pytest.MonkeyPatch, cwd: Path, *argv: str) -> int:
-    """Run `omics ARGV` in `cwd` as the command line would, without leaking pin_one_gpu's env changes."""
-    mp.chdir(cwd)
-    for name in ("CUDA_VISIBLE_DEVICES", "PYTORCH_CUDA_ALLOC_CONF"):
-        mp.delenv(name, raising=False)
-    if torch.cuda.is_initialized():
-        mp.setattr("omics.cli.pin_one_gpu", lambda index=0: str(index))
-    return main(list(argv))
-
-
-def head(name: str, n: int) -> list[str]:
-    with (SAMPLES / name).open(encoding="utf-8") as f:
-        return [next(f).rstrip("\n") for _ in range(n)]
 
 
 def reasoning_lines() -> list[str]:
