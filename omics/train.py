@@ -24,10 +24,11 @@ from transformers.integrations import TensorBoardCallback
 
 from omics import paths
 from omics.config import TrainConfig, load_config
-from omics.data.packing import IGNORE, Example, PackedCollator, cache_key, cached_blocks, file_sha256, pack
+from omics.data.packing import Example, PackedCollator, cache_key, cached_blocks, file_sha256, pack
 from omics.data.validate import DataReport
 from omics.device import describe, liger_available, use_cuda
 from omics.evaluate.report import write_json
+from omics.loss import answer_only_loss
 from omics.model import (
     count_parameters,
     has_chat_template,
@@ -174,23 +175,6 @@ def build_dataset(recipe: Recipe, path: Path, tokenizer, config: TrainConfig, ex
     )
     log.info("data: %s", stored["summary"])
     return blocks, stored
-
-
-def answer_only_loss(model, inputs: dict[str, torch.Tensor], num_items_in_batch=None) -> torch.Tensor:
-    """Cross-entropy computed on the vocabulary only where a label exists.
-
-    The 128k-way output projection is the costliest layer of a small model and a large share of an 8B one;
-    in Stages 2-3 most tokens are prompt (no loss), so projecting only the answer positions saves that
-    compute and the logits memory. Normalised by the label count of the whole accumulated batch.
-    """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = base.model(input_ids=inputs["input_ids"], position_ids=inputs["position_ids"],
-                        use_cache=False).last_hidden_state  # with a cache, packed rows would attend across
-    targets = inputs["labels"][:, 1:]
-    keep = targets != IGNORE
-    logits = base.lm_head(hidden[:, :-1][keep]).float()
-    loss = torch.nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
-    return loss / (num_items_in_batch if num_items_in_batch is not None else keep.sum().clamp(min=1))
 
 
 def choose_max_length(recipe: Recipe, args: RunArgs, tokenizer, config: TrainConfig) -> int:

@@ -11,7 +11,7 @@ from omics.config import TrainConfig
 from omics.data.instructions import chat_examples
 from omics.data.packing import IGNORE, PackedCollator, pack
 from omics.data.validate import DataReport
-from omics.train import answer_only_loss
+from omics.loss import answer_only_loss
 
 BLOCK = 96
 
@@ -138,3 +138,20 @@ def test_answer_only_loss_through_peft(tiny_model, chat_tokenizer, packed_batch)
         plain = hf_loss(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32), packed_batch)
     assert ours.item() == pytest.approx(theirs.item(), abs=1e-5)
     assert abs(ours.item() - plain.item()) > 1e-3  # the adapter really changed the model
+
+
+def test_sliced_checkpointed_projection_gives_the_same_loss_and_gradients(fp32_model, packed_batch, monkeypatch):
+    """The fallback that never holds more than one slice of logits is the same objective."""
+    params = [fp32_model.model.norm.weight, fp32_model.lm_head.weight]
+    fp32_model.zero_grad()
+    whole = answer_only_loss(fp32_model, dict(packed_batch))
+    whole.backward()
+    expected = [p.grad.clone() for p in params]
+    fp32_model.zero_grad()
+    monkeypatch.setattr("omics.loss.LOGIT_SLICE", 3)  # several slices even on this small batch
+    sliced = answer_only_loss(fp32_model, dict(packed_batch))
+    sliced.backward()
+    assert sliced.item() == pytest.approx(whole.item(), rel=1e-6)
+    for a, b in zip([p.grad for p in params], expected, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+    fp32_model.zero_grad()

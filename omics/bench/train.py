@@ -22,9 +22,10 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from omics.config import TrainConfig
 from omics.data.packing import IGNORE, PackedCollator, pack
 from omics.device import describe, liger_available, use_cuda
+from omics.loss import answer_only_loss
 from omics.model import prepare_for_training
 from omics.optim import make_optimizer
-from omics.train import answer_only_loss, versions
+from omics.train import versions
 
 SHAPES = {
     "8b": Path(__file__).resolve().parents[2] / "benchmarks" / "llama-3.1-8b.json",
