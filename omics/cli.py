@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     train_bench.add_argument("--steps", type=int, default=3, help="measured steps per path (after 1 warm-up)")
     train_bench.add_argument("--examples", type=int, default=200)
     train_bench.add_argument("--cap-gb", type=float, help="cap GPU memory, e.g. 48 to answer 'fits an L40S?'")
+    train_bench.add_argument("--attn", nargs="+", default=["sdpa"],
+                             help="attention implementations to measure our path with (sdpa, flex_attention, eager)")
+    train_bench.add_argument("--find-max-batch", action="store_true",
+                             help="GPU: also report the largest micro-batch that fits (under --cap-gb)")
     train_bench.add_argument("--out", type=Path, default=Path("benchmarks/results/train.json"))
     eval_bench = bench_kind.add_parser("eval", help="generation throughput: HF naive vs HF fast (vs vLLM)")
     eval_bench.add_argument("--shape", choices=["8b", "tiny"], default="tiny")

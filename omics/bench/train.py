@@ -121,8 +121,9 @@ def matmul_peak_tflops(device: torch.device) -> float:
 def measure(model_config, path: Variant, examples, steps: int, pad_id: int, device) -> dict:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(model_config, dtype=dtype, attn_implementation="sdpa").to(device)
     cfg = path.config
+    model = AutoModelForCausalLM.from_config(model_config, dtype=dtype,
+                                             attn_implementation=cfg.attn_implementation).to(device)
     model = prepare_for_training(model, None, cfg)
     if cfg.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False},
@@ -158,6 +159,7 @@ def measure(model_config, path: Variant, examples, steps: int, pad_id: int, devi
     padded = sum(len(b["input_ids"].view(-1)) for b in batches[1:])
     result = {
         "path": path.name, "stage": path.stage, "packed": path.packed, "answer_only_loss": path.answer_only,
+        "attention": cfg.attn_implementation,
         "finetune": cfg.finetune, "micro_batch_size": cfg.micro_batch_size, "max_length": cfg.max_length,
         "checkpoint_every_n_layers": cfg.checkpoint_every_n_layers if cfg.gradient_checkpointing else None,
         "steps": len(batches) - 1, "real_tokens": real_tokens, "seconds": round(seconds, 3),
@@ -173,17 +175,34 @@ def measure(model_config, path: Variant, examples, steps: int, pad_id: int, devi
     return result
 
 
-def variants(max_length: int, micro_batch: int, stage: int) -> list[Variant]:
-    """The naive baseline and our path for one stage, on that stage's data."""
+def variants(max_length: int, micro_batch: int, stage: int, attentions: list[str]) -> list[Variant]:
+    """The naive baseline and our path (once per attention implementation) for one stage, on its data."""
     rank = 128 if stage == 1 else 64  # the stage's adapter shape for both: the comparison is the engineering
     lora = TrainConfig(lora_r=rank, lora_alpha=rank // 2, train_norms=False, max_length=max_length,
-                       micro_batch_size=micro_batch, grad_accum=1, liger=False)
+                       micro_batch_size=micro_batch, grad_accum=1, liger=False, attn_implementation="sdpa")
     ours = replace(lora, train_norms=True, liger=True, checkpoint_every_n_layers=2)
     if stage == 3:
         ours = replace(ours, finetune="full", optimizer="adamw_8bit", optimizer_in_backward=True,
                        checkpoint_every_n_layers=1)
-    return [Variant(f"stage{stage} baseline: HF defaults (padded, full logits, LoRA)", stage, False, False, lora),
-            Variant(f"stage{stage} ours: packed, answer-only loss, {ours.finetune}", stage, True, True, ours)]
+    baseline = Variant(f"stage{stage} baseline: HF defaults (padded, full logits, LoRA)", stage, False, False, lora)
+    return [baseline] + [
+        Variant(f"stage{stage} ours: packed, answer-only loss, {ours.finetune}, {attn}", stage, True, True,
+                replace(ours, attn_implementation=attn)) for attn in attentions]
+
+
+def largest_micro_batch(model_config, variant: Variant, stage: int, max_length: int, device) -> int:
+    """Double the micro-batch until the step no longer fits (under --cap-gb): what fits an L40S."""
+    fits, size = 0, 1
+    while size <= 256:
+        examples = synthetic_examples(stage, size * 8, max_length)
+        try:
+            measure(model_config, replace(variant, config=replace(variant.config, micro_batch_size=size)),
+                    examples, 1, 128004, device)
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            break
+        fits, size = size, size * 2
+    return fits
 
 
 def run(args: Namespace) -> dict:
@@ -202,18 +221,25 @@ def run(args: Namespace) -> dict:
     results = []
     for stage in args.stages:
         examples = synthetic_examples(stage, args.examples, args.max_length)
-        for variant in variants(args.max_length, args.micro_batch_size, stage):
+        measured = variants(args.max_length, args.micro_batch_size, stage, args.attn)
+        for variant in measured:
             try:
                 result = measure(model_config, variant, examples, args.steps, 128004, device)
             except torch.OutOfMemoryError:
                 result = {"path": variant.name, "stage": stage, "error": "out of memory"}
                 torch.cuda.empty_cache()
+            except Exception as err:  # e.g. an attention implementation this device or version lacks
+                result = {"path": variant.name, "stage": stage, "error": f"{type(err).__name__}: {err}"[:200]}
             if "tokens_per_second" in result:
                 achieved = result["tokens_per_second"] * result["flops_per_token"] / 1e12
                 result["mfu_measured_peak"] = round(achieved / peak, 4)
                 result["mfu_datasheet"] = round(achieved / datasheet, 4) if datasheet else None
-            if variant.packed and results and "tokens_per_second" in results[-1] and "tokens_per_second" in result:
-                result["speedup_vs_baseline"] = round(result["tokens_per_second"] / results[-1]["tokens_per_second"], 2)
+            baseline = next(r for r in results + [result] if r["path"] == measured[0].name)
+            if variant.packed and "tokens_per_second" in baseline and "tokens_per_second" in result:
+                result["speedup_vs_baseline"] = round(result["tokens_per_second"] / baseline["tokens_per_second"], 2)
+            if variant.packed and args.find_max_batch and device.type == "cuda" and "error" not in result:
+                result["largest_micro_batch"] = largest_micro_batch(model_config, variant, stage, args.max_length,
+                                                                    device)
             results.append(result)
             print(json.dumps(result), flush=True)
     doc = {"benchmark": "train", "shape": args.shape, "device": describe(), "versions": versions(),
