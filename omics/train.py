@@ -282,6 +282,14 @@ def train(recipe: Recipe, args: RunArgs) -> dict[str, Any]:
     })
     tensorboard = TensorBoardCallback()
     tensorboard.logging_dir = str(args.metrics_dir / "tensorboard")
+    callbacks = [tensorboard]
+    if recipe.chat and args.eval_data and config.eval_generation_samples > 0:
+        from omics.evaluate.run import GenerationEvalCallback
+
+        callbacks.append(GenerationEvalCallback(
+            args.eval_data, train_meta.get("task_summary"), tokenizer, config.system_prompt,
+            config.eval_generation_samples, max_new_tokens=64 if recipe.stage == 2 else 512,
+            reasoning=recipe.stage == 3, log_dir=args.metrics_dir / "tensorboard"))
     trainer = OmicsTrainer(
         model=model,
         args=training_arguments(config, checkpoints, eval_set is not None),
@@ -289,7 +297,7 @@ def train(recipe: Recipe, args: RunArgs) -> dict[str, Any]:
         eval_dataset=eval_set,
         data_collator=PackedCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
-        callbacks=[tensorboard],
+        callbacks=callbacks,
         train_config=config,
     )
     if use_cuda():

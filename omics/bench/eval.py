@@ -50,8 +50,8 @@ def run(args: Namespace) -> dict:
     config = (AutoConfig.from_pretrained(shape) if isinstance(shape, Path)
               else AutoConfig.for_model("llama", vocab_size=128256, **shape))
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(
-        config, dtype=torch.bfloat16 if device == "cuda" else torch.float32, attn_implementation="sdpa").to(device)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa").to(device).eval()
     with tempfile.TemporaryDirectory() as tmp:
         save_llama3_tokenizer(Path(tmp))
         tokenizer = load_tokenizer(tmp, chat=True)

@@ -57,15 +57,14 @@ class HFBackend:
     name = "hf"
 
     def __init__(self, model, tokenizer, max_new_tokens: int, batch_tokens: int = 8192, min_new_tokens: int = 0):
-        self.model, self.tokenizer = model.eval(), tokenizer
-        self.tokenizer.padding_side = "left"
+        self.model, self.tokenizer = model, tokenizer
         self.max_new_tokens, self.min_new_tokens = max_new_tokens, min_new_tokens  # min: benchmarks only
         self.batch_tokens = batch_tokens
         self.stop_ids = [end_of_turn_id(self.tokenizer), self.tokenizer.eos_token_id]
 
     @classmethod
     def load(cls, model_dir: str | Path, max_new_tokens: int, batch_tokens: int = 8192) -> HFBackend:
-        return cls(load_model(model_dir), load_tokenizer(model_dir, chat=True), max_new_tokens, batch_tokens)
+        return cls(load_model(model_dir).eval(), load_tokenizer(model_dir, chat=True), max_new_tokens, batch_tokens)
 
     def _batches(self, lengths: list[int]) -> list[list[int]]:
         """Indices grouped longest first, each batch's (prompt + answer) tokens within the budget."""
@@ -88,7 +87,8 @@ class HFBackend:
         device = next(self.model.parameters()).device
         with tqdm(total=len(prompts), desc="generate", unit="ex") as progress:
             for batch in self._batches([len(ids) for ids in encoded]):
-                padded = self.tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
+                padded = self.tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt",
+                                            padding_side="left")
                 recorder = _RecordTopLogprobs(TOP_LOGPROBS)
                 generated = self.model.generate(
                     input_ids=padded["input_ids"].to(device),

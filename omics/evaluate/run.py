@@ -14,7 +14,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainerCallback
+
 from omics.config import SYSTEM_PROMPT
+from omics.data.instructions import prompt_text
 from omics.data.packing import file_sha256
 from omics.data.validate import DataReport, read_instructions
 from omics.evaluate.confidence import true_class_probability
@@ -96,7 +99,6 @@ def _limit(records: list[dict], max_per_task: int | None) -> list[dict]:
 
 def evaluate_generation(stage: int, args: Any) -> dict:
     """`omics stageN evaluate` for Stages 2-3: every file of evaluation.md §4 under args.metrics_dir."""
-    from omics.data.instructions import prompt_text
     from omics.evaluate.generate import make_backend
     from omics.model import require_model_dir
 
@@ -166,3 +168,43 @@ def rescore(predictions: Path, train_data: Path | None, out: Path | None) -> dic
         return {"overall": overall, "tasks": results}
     write_predictions(out / "predictions.jsonl", rows)
     return write_metrics(out, results, overall, {"rescored_from": str(predictions)}, tag="rescore")
+
+
+class GenerationEvalCallback(TrainerCallback):
+    """At each periodic evaluation, answer a small sample of the eval file and log its Mixed Scores.
+
+    Loss alone hides collapse (a model answering "negative" to everything can have a fine loss); the
+    generated answers, scored like `evaluate`, show it while training runs.
+    """
+
+    def __init__(self, eval_data: Path, train_summary: dict | None, tokenizer, system: str, samples: int,
+                 max_new_tokens: int, reasoning: bool, log_dir: Path):
+        records = list(read_instructions(eval_data, DataReport(str(eval_data))))
+        tasks = {r["task"] for r in records}
+        self.records = _limit(records, max(1, -(-samples // len(tasks))))
+        self.specs = _specs(self.records, train_summary)
+        self.prompts = [prompt_text(tokenizer, r["input"], system) for r in self.records]
+        self.tokenizer, self.max_new_tokens = tokenizer, max_new_tokens
+        self.reasoning, self.log_dir = reasoning, log_dir
+
+    def on_evaluate(self, args, state, control, model=None, **kwargs):
+        from torch.utils.tensorboard import SummaryWriter
+
+        from omics.evaluate.generate import HFBackend
+
+        was_training = model.training
+        model.eval()
+        generations = HFBackend(model, self.tokenizer, self.max_new_tokens).generate(self.prompts)
+        model.train(was_training)
+        rows = [{"task": r["task"], "input": r["input"], "label": r["label"], "generated": g.text}
+                for r, g in zip(self.records, generations, strict=True)]
+        parse_rows(rows, self.specs, self.reasoning)
+        results, overall = score_rows(rows, self.specs, self.reasoning)
+        with SummaryWriter(str(self.log_dir), filename_suffix=".generation") as writer:
+            writer.add_scalar("eval_generation/mixed_score_mean", overall["mixed_score_mean"], state.global_step)
+            for task, result in results.items():
+                writer.add_scalar(f"eval_generation/{task}/mixed_score", result["mixed_score"], state.global_step)
+                writer.add_scalar(f"eval_generation/{task}/valid_rate", result["valid_rate"], state.global_step)
+        log.info("generation eval at step %d: mixed score %.2f over %d answers%s", state.global_step,
+                 overall["mixed_score_mean"], len(rows),
+                 "".join(f"; {t}: {w}" for t, r in results.items() for w in r["warnings"]))
