@@ -64,6 +64,7 @@ class StepInBackward(torch.optim.Optimizer):
 
     def __init__(self, groups: list[dict], factory: OptimizerFactory):
         super().__init__(groups, {})
+        self.squared_norm, self.grad_norm = 0.0, 0.0  # the step's gradient norm, for the logs
         self.inner: dict[torch.nn.Parameter, tuple[torch.optim.Optimizer, dict]] = {}
         for group in self.param_groups:
             for param in group["params"]:
@@ -73,11 +74,12 @@ class StepInBackward(torch.optim.Optimizer):
     def _update(self, param: torch.nn.Parameter) -> None:
         optimizer, group = self.inner[param]
         optimizer.param_groups[0]["lr"] = float(group["lr"])
+        self.squared_norm += float(param.grad.float().pow(2).sum())
         optimizer.step()
         param.grad = None
 
-    def step(self, closure=None):  # updates already happened during backward
-        return None
+    def step(self, closure=None):  # the updates already happened during backward; close the step's norm
+        self.grad_norm, self.squared_norm = self.squared_norm**0.5, 0.0
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         return None

@@ -39,7 +39,7 @@ from omics.model import (
     require_model_dir,
     save_trained,
 )
-from omics.optim import make_optimizer
+from omics.optim import StepInBackward, make_optimizer
 
 log = logging.getLogger("omics")
 CACHE_VERSION = 1
@@ -198,6 +198,12 @@ class OmicsTrainer(Trainer):
     def __init__(self, *args, train_config: TrainConfig, **kwargs):
         self.train_config = train_config
         super().__init__(*args, **kwargs)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        inner = getattr(self.optimizer, "optimizer", self.optimizer)  # accelerate wraps the optimizer
+        if isinstance(inner, StepInBackward) and "grad_norm" in logs:  # no full gradient for HF to measure
+            logs["grad_norm"] = inner.grad_norm
+        super().log(logs, start_time)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs.pop("skip_logits", None)

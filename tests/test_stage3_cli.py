@@ -177,3 +177,30 @@ def test_compare_missing_stage(metrics_root, monkeypatch, caplog):
     assert cli(monkeypatch, metrics_root.parent, *argv) == 2
     assert "stage1" in caplog.text
     assert not (metrics_root / "comparison.md").exists()
+
+
+def test_default_full_finetuning_path_trains_and_saves(tmp_path, tiny_model, monkeypatch):
+    """configs/stage3.yaml as shipped (full fine-tuning, 8-bit AdamW stepped inside backward) through the
+    Trainer: the weights move, the step's gradient norm is logged, the model is saved whole."""
+    pytest.importorskip("torchao")
+    from safetensors.torch import load_file
+
+    data = tmp_path / "r.jsonl"
+    data.write_text("\n".join(head("stage3_train.jsonl", 12)) + "\n")
+    out = tmp_path / "model"
+    code = cli(monkeypatch, tmp_path, "stage3", "train", "--data", str(data), "--base-model", str(tiny_model),
+               "--output-dir", str(out), "--metrics-dir", str(tmp_path / "metrics"),
+               "--set=max_length=256", "--set=micro_batch_size=4", "--set=max_steps=2", "--set=save_steps=2",
+               "--set=logging_steps=1", "--set=learning_rate=1e-3", "--set=gradient_checkpointing=false")
+    assert code == 0
+    before, after = load_file(tiny_model / "model.safetensors"), load_file(out / "model.safetensors")
+    name = "model.layers.0.mlp.down_proj.weight"
+    assert not (before[name] == after[name]).all()  # trained in full
+    unchanged = (before["model.embed_tokens.weight"] == after["model.embed_tokens.weight"]).all(dim=1)
+    # frozen, but for the chat-token rows repaired once (this base model never spoke the chat format)
+    assert unchanged.sum() == len(unchanged) - 3 and not unchanged[[128006, 128007, 128009]].any()
+    summary = json.loads((tmp_path / "metrics" / "run_summary.json").read_text())
+    norms = [h["grad_norm"] for h in summary["log_history"] if "grad_norm" in h]
+    assert norms and all(n > 0 for n in norms)
+    parameters = json.loads((tmp_path / "metrics" / "parameters.json").read_text())
+    assert parameters["config"]["optimizer"] == "adamw_8bit" and parameters["config"]["optimizer_in_backward"]
