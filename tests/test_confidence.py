@@ -49,6 +49,9 @@ def test_stage3_reads_only_inside_the_answer(tokenizer):
     assert true_class_probability(generation, BINARY, True, True, tokenizer, answer_tag=True) == pytest.approx(0.8)
     # without the tag rule the reasoning's "negative" would decide, disagreeing with the prediction
     assert true_class_probability(generation, BINARY, True, True, tokenizer) is None
+    # an output without tags is read whole, as its prediction was (format-noncompliant fallback)
+    untagged = _generation(tokenizer, "It is positive.", {" positive": 0.8})
+    assert true_class_probability(untagged, BINARY, True, True, tokenizer, answer_tag=True) == pytest.approx(0.8)
 
 
 def test_vllm_path_up_to_the_engine_call(monkeypatch, tiny_model):

@@ -35,10 +35,12 @@ def true_class_probability(
     """p(true class) at the deciding token, or None when the answer has no class word to read it from.
 
     With `answer_tag` (Stage 3), only tokens after `<answer>` are read: the reasoning may name classes too.
+    An output without the tag is read whole, as its prediction was parsed (format-noncompliant fallback).
     """
     words = class_words(spec)
     if not words or prediction is None or not generation.top_logprobs:
         return None
+    answer_tag = answer_tag and "<answer>" in generation.text
     pieces = [tokenizer.decode([token]) for token in generation.token_ids]
     prefix = ""
     for step, piece in enumerate(pieces):
