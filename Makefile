@@ -15,7 +15,7 @@ demo: install
 	$(PYTHON) -m omics.cli demo --overwrite
 
 test: install
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest
 
 lint:
 	ruff check .
