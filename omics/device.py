@@ -6,6 +6,7 @@ soon as it sees several GPUs, and the request forbids multi-GPU use on the user'
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -57,6 +58,7 @@ def attention_implementation(requested: str = "auto") -> str:
     return "flash_attention_2" if use_cuda() and has_package("flash_attn") else "sdpa"
 
 
+@functools.cache
 def liger_available(wanted: bool) -> bool:
     """Liger's Triton kernels need CUDA and the package; say so once when they are wanted but absent."""
     if not wanted:
