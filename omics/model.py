@@ -106,8 +106,21 @@ def chat_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     return [tokenizer.convert_tokens_to_ids(t) for t in CHAT_TOKENS]
 
 
-def prepare_for_training(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: TrainConfig):
-    """Wrap the model for what the config trains: LoRA (+ norms, projections, chat rows) or all weights."""
+def prepare_for_training(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, config: TrainConfig):
+    """What the config trains (LoRA + norms, projections, chat rows; or all weights), with fp32 copies of
+    LoRA's few trained weights (1e-4 steps survive rounding) and activation checkpointing as configured."""
+    model = _trainable(model, tokenizer, config)
+    if config.finetune == "lora":
+        for param in model.parameters():
+            if param.requires_grad:
+                param.data = param.data.float()
+    if config.gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False},
+                                              every_n_layers=config.checkpoint_every_n_layers)
+    return model
+
+
+def _trainable(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, config: TrainConfig):
     if config.finetune == "full":
         for name, param in model.named_parameters():
             embedding = "embed_tokens" in name or "lm_head" in name

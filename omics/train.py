@@ -269,15 +269,6 @@ def train(recipe: Recipe, args: RunArgs) -> dict[str, Any]:
     model = load_model(base, config.attn_implementation)
     repaired = repair_untrained_rows(model, tokenizer) if first_chat else []
     model = prepare_for_training(model, tokenizer, config)
-    if config.finetune == "lora":  # fp32 copies of the few trained weights: 1e-4 steps survive rounding
-        for param in model.parameters():
-            if param.requires_grad:
-                param.data = param.data.float()
-    if config.gradient_checkpointing:
-        model.activation_checkpointing_enable(
-            activation_checkpointing_kwargs={"use_reentrant": False},
-            every_n_layers=config.checkpoint_every_n_layers,
-        )
     write_json(args.metrics_dir / "parameters.json", {
         "stage": recipe.stage, "command": sys.argv, "config": config.to_dict(),
         "base_model": str(base.resolve()), "data": file_record(args.data),

@@ -125,9 +125,6 @@ def measure(model_config, path: Variant, examples, steps: int, pad_id: int, devi
     model = AutoModelForCausalLM.from_config(model_config, dtype=dtype,
                                              attn_implementation=cfg.attn_implementation).to(device)
     model = prepare_for_training(model, None, cfg)
-    if cfg.gradient_checkpointing:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False},
-                                              every_n_layers=cfg.checkpoint_every_n_layers)
     if cfg.liger and liger_available(True):
         from liger_kernel.transformers import _apply_liger_kernel_to_instance
 
