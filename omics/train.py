@@ -83,7 +83,7 @@ class RunArgs:
 def versions() -> dict[str, str]:
     found = {}
     for name in ("omics", "torch", "transformers", "peft", "accelerate", "datasets", "trl", "liger-kernel",
-                 "bitsandbytes", "flash-attn", "vllm"):
+                 "torchao", "flash-attn", "vllm"):
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
