@@ -392,3 +392,22 @@ def test_sample_replay_skips_bad_lines(tmp_path):
     drawn = sample_replay(path, 5, report, TrainConfig())
     assert sorted(r["line"] for r in drawn) == ["replay:1", "replay:4"]
     assert sorted(n for lines in report.examples.values() for n in lines) == [2, 3]
+
+
+def test_prompt_encoder_equals_whole_prompt_tokenisation(tiny_model):
+    """The fast path (fixed parts tokenised once) gives exactly the ids of tokenising the rendered prompt."""
+    from omics.config import SYSTEM_PROMPT
+    from omics.data.instructions import PromptEncoder, prompt_text
+    from omics.model import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_model, chat=True)
+    from helpers import SAMPLES
+
+    questions = [json.loads(line)["input"] for name in ("stage2_train.jsonl", "stage3_train.jsonl")
+                 for line in (SAMPLES / name).read_text().splitlines()[:300]]
+    questions += ["  padded question  ", "\\nstarts with a newline", "[Regression: gc] 42 is it?", "7 bases",
+                  "<dna>ACGT<dna>", "ends with newline\\n", "'s apostrophe first", "tab\\tinside"]
+    for system in (SYSTEM_PROMPT, "Short system."):
+        encode = PromptEncoder(tokenizer, system)
+        whole = tokenizer([prompt_text(tokenizer, q, system) for q in questions], add_special_tokens=False)
+        assert encode(questions) == whole["input_ids"]
