@@ -18,6 +18,7 @@ from omics import paths
 from omics.device import pin_one_gpu
 
 log = logging.getLogger("omics")
+BATCH_TOKENS_HELP = "tokens (prompt + answer) per batch; default 65536 on a GPU, 8192 on CPU; lower it on OOM"
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +47,7 @@ def _evaluate_parser(sub, stage: int) -> None:
     p.add_argument("--data", type=Path, required=True, help="held-out / test file")
     p.add_argument("--model", type=Path, default=paths.model_dir(stage))
     p.add_argument("--metrics-dir", type=Path, default=paths.metrics_dir(stage))
-    p.add_argument("--batch-tokens", type=int, default=8192, help="tokens per forward batch (lower it on small GPUs)")
+    p.add_argument("--batch-tokens", type=int, help=BATCH_TOKENS_HELP)
     if stage == 1:
         p.add_argument("--base-model", type=Path, help="model to compare with (default: the one trained from)")
     else:
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--train-data", type=Path, help="training file: lets a row's task be parsed")
     generate.add_argument("--backend", choices=["auto", "hf", "vllm"], default="auto")
     generate.add_argument("--max-new-tokens", type=int, default=512)
-    generate.add_argument("--batch-tokens", type=int, default=8192)
+    generate.add_argument("--batch-tokens", type=int, help=BATCH_TOKENS_HELP)
     _common(generate)
     chat = commands.add_parser("chat", help="interactive session with a trained model (streams tokens)")
     chat.add_argument("--model", type=Path, default=paths.model_dir(2))

@@ -85,3 +85,8 @@ def describe() -> dict[str, str | int | None]:
         "cuda": torch.version.cuda,
         "visible_count": torch.cuda.device_count(),
     }
+
+
+def default_batch_tokens(requested: int | None) -> int:
+    """Tokens per evaluation batch: 64k on a GPU (an 8B model's KV cache for them is ~8 GB), 8k on CPU."""
+    return requested or (65536 if use_cuda() else 8192)

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
 
-from omics.device import has_package, use_cuda
+from omics.device import default_batch_tokens, has_package, use_cuda
 from omics.model import end_of_turn_id, load_model, load_tokenizer
 
 log = logging.getLogger("omics")
@@ -138,7 +138,7 @@ class VLLMBackend:
                 for out in (r.outputs[0] for r in results)]
 
 
-def make_backend(name: str, model_dir: str | Path, max_new_tokens: int, batch_tokens: int) -> Backend:
+def make_backend(name: str, model_dir: str | Path, max_new_tokens: int, batch_tokens: int | None) -> Backend:
     """`auto`: vLLM when installed and a GPU is present, else HF. Asking for vLLM without it is an error."""
     vllm_ok = has_package("vllm") and use_cuda()
     if name == "vllm" and not vllm_ok:
@@ -147,4 +147,4 @@ def make_backend(name: str, model_dir: str | Path, max_new_tokens: int, batch_to
         return VLLMBackend(model_dir, max_new_tokens)
     log.info("generation backend: HF transformers (batched, KV cache)%s",
              "" if name == "hf" else "; install vLLM for faster evaluation on GPU")
-    return HFBackend.load(model_dir, max_new_tokens, batch_tokens)
+    return HFBackend.load(model_dir, max_new_tokens, default_batch_tokens(batch_tokens))

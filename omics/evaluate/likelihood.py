@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from omics.data.pretrain import sequence_windows
 from omics.data.validate import DataReport
+from omics.device import default_batch_tokens
 from omics.model import load_model, load_tokenizer
 
 CHUNK = 4096  # windows sorted by length together: bounded memory, little padding
@@ -49,7 +50,7 @@ def _token_nll(lm_head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Te
 
 @torch.no_grad()
 def sequence_likelihood(
-    model_dir: str | Path, data: str | Path, max_length: int, wrap_tags: bool, batch_tokens: int = 16384
+    model_dir: str | Path, data: str | Path, max_length: int, wrap_tags: bool, batch_tokens: int | None = None
 ) -> dict[str, dict[str, float]]:
     """Per molecule type and overall: tokens, residues, nll (nats), perplexity, bits_per_residue."""
     tokenizer = load_tokenizer(model_dir, chat=False)
@@ -60,7 +61,7 @@ def sequence_likelihood(
     windows = sequence_windows(data, tokenizer, max_length, wrap_tags, report)
     progress = tqdm(desc=f"likelihood {Path(model_dir).name}", unit="seq")
     while chunk := list(islice(windows, CHUNK)):
-        for batch in _batches(chunk, batch_tokens):
+        for batch in _batches(chunk, default_batch_tokens(batch_tokens)):
             width = max(len(ids) for ids, _, _ in batch)
             input_ids = torch.full((len(batch), width), tokenizer.pad_token_id)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
