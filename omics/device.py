@@ -55,7 +55,11 @@ def attention_implementation(requested: str = "auto") -> str:
     """flash_attention_2 only when the user installed it (no PyPI wheel exists), else SDPA."""
     if requested != "auto":
         return requested
-    return "flash_attention_2" if use_cuda() and has_package("flash_attn") else "sdpa"
+    if use_cuda() and has_package("flash_attn"):
+        return "flash_attention_2"
+    if use_cuda():
+        log.info("flash-attn not installed: SDPA attention with the packed-sequence mask")
+    return "sdpa"
 
 
 @functools.cache

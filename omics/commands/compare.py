@@ -6,7 +6,7 @@ from argparse import Namespace
 
 
 def run(args: Namespace) -> dict:
-    from omics.evaluate.report import compare_files
+    from omics.evaluate.report import compare_files, write_text
 
     found = {f"stage{s}": args.metrics_root / f"stage{s}" / "metrics.json" for s in args.stages}
     missing = [str(p) for p in found.values() if not p.is_file()]
@@ -14,5 +14,5 @@ def run(args: Namespace) -> dict:
         raise FileNotFoundError(f"no evaluation results at {', '.join(missing)}: run omics stageN evaluate first")
     table, docs = compare_files(found)
     print(table)
-    (args.metrics_root / "comparison.md").write_text(table + "\n")
+    write_text(args.metrics_root / "comparison.md", table + "\n")
     return docs

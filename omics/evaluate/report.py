@@ -81,6 +81,11 @@ def _scalars(values: dict[str, Any], prefix: str) -> Iterator[tuple[str, float]]
             yield from _scalars(value, tag)
 
 
+def write_text(path: Path, text: str) -> None:
+    with _atomic_open(path) as f:
+        f.write(text)
+
+
 def write_json(path: Path, document: dict[str, Any]) -> None:
     with _atomic_open(path) as f:
         f.write(json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n")
@@ -119,8 +124,7 @@ def write_metrics(
     doc = {"meta": {**meta, "tag": tag, "step": step}, "overall": overall, "tasks": results}
     write_json(metrics_dir / json_name, doc)
     log_scalars(metrics_dir, {**results, "overall": overall}, tag=tag, step=step)
-    with _atomic_open(metrics_dir / md_name) as f:
-        f.write(f"# Evaluation: {tag}\n\n{format_table(results, overall)}")
+    write_text(metrics_dir / md_name, f"# Evaluation: {tag}\n\n{format_table(results, overall)}")
     return doc
 
 

@@ -30,6 +30,7 @@ from omics.evaluate.report import (
     read_predictions,
     write_metrics,
     write_predictions,
+    write_text,
 )
 from omics.evaluate.tasks import TaskSpec, build_task_specs, summarize_records
 
@@ -140,18 +141,19 @@ def evaluate_generation(stage: int, args: Any) -> dict:
     write_predictions(metrics_dir / "predictions.jsonl", rows)
     doc = write_metrics(metrics_dir, results, overall, meta, tag=f"stage{stage}")
     print(format_table(results, overall))
-    _print_comparison(stage, metrics_dir, meta["data_sha256"])
+    _write_comparison(stage, metrics_dir, meta["data_sha256"])
     return doc
 
 
-def _print_comparison(stage: int, metrics_dir: Path, data_sha: str) -> None:
-    """When an earlier stage was evaluated on the same file, show the per-task deltas (evaluation.md §4)."""
+def _write_comparison(stage: int, metrics_dir: Path, data_sha: str) -> None:
+    """When an earlier stage was evaluated on the same file, print and save the per-task deltas (§4)."""
     earlier = {f"stage{s}": metrics_dir.parent / f"stage{s}" / "metrics.json" for s in range(2, stage)}
     same = {k: p for k, p in earlier.items()
             if p.is_file() and json.loads(p.read_text())["meta"].get("data_sha256") == data_sha}
     if same:
         table, _ = compare_files({**same, f"stage{stage}": metrics_dir / "metrics.json"})
         print(table)
+        write_text(metrics_dir / "comparison.md", table + "\n")
 
 
 def rescore(predictions: Path, train_data: Path | None, out: Path | None) -> dict:

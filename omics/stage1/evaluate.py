@@ -15,7 +15,7 @@ def run(args: Namespace) -> dict:
     from omics.config import load_config
     from omics.data.packing import cache_key, file_sha256
     from omics.evaluate.likelihood import format_likelihood_table, sequence_likelihood
-    from omics.evaluate.report import ensure_writable, log_scalars, write_json
+    from omics.evaluate.report import ensure_writable, log_scalars, write_json, write_text
     from omics.model import require_model_dir
 
     out = args.metrics_dir / "likelihood.json"
@@ -47,7 +47,7 @@ def run(args: Namespace) -> dict:
                                    for name, per in results.items() for molecule, values in per.items()},
                 tag="stage1-likelihood")
     table = format_likelihood_table(results)
-    (args.metrics_dir / "likelihood.md").write_text(f"# Stage 1 held-out likelihood\n\n{table}\n")
+    write_text(args.metrics_dir / "likelihood.md", f"# Stage 1 held-out likelihood\n\n{table}\n")
     print(table)
     return doc
 
