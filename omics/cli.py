@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--out", type=Path, help="directory for metrics.json/metrics.md (default: print only)")
     score.add_argument("--overwrite", action="store_true", help="replace results in --out")
     compare = commands.add_parser("compare", help="per-task deltas between evaluated stages")
-    compare.add_argument("--stages", type=int, nargs="+", default=[1, 2, 3])
+    compare.add_argument("--stages", type=int, nargs="+", help="default: every stage with a metrics.json")
     compare.add_argument("--metrics-root", type=Path, default=paths.ARCHIVE / "metrics")
     generate = commands.add_parser("generate", help="answer the questions of a .jsonl/.csv/.xlsx file")
     generate.add_argument("--model", type=Path, required=True)

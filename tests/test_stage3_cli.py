@@ -240,3 +240,17 @@ def test_resume_after_a_kill_gives_the_same_model(tmp_path, tiny_model, monkeypa
     resumed = load_file(tmp_path / "killed" / "model.safetensors")
     for name, tensor in straight.items():
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+
+
+def test_compare_defaults_to_the_evaluated_stages(tmp_path, monkeypatch, caplog):
+    root = tmp_path / "metrics"
+    for stage, score in ((2, 40.0), (3, 45.5)):
+        (root / f"stage{stage}").mkdir(parents=True)
+        (root / f"stage{stage}" / "metrics.json").write_text(json.dumps({
+            "meta": {"data_sha256": "x"}, "overall": {"mixed_score_mean": score},
+            "tasks": {"emp-a": {"mixed_score": score, "paper_metric": {"name": "MCC", "value": score}}}}))
+    assert cli(monkeypatch, tmp_path, "compare", "--metrics-root", str(root)) == 0
+    assert "+5.50" in (root / "comparison.md").read_text()
+    (root / "stage3" / "metrics.json").unlink()
+    assert cli(monkeypatch, tmp_path, "compare", "--metrics-root", str(root)) == 2
+    assert "fewer than two evaluated stages" in caplog.text

@@ -8,10 +8,13 @@ from argparse import Namespace
 def run(args: Namespace) -> dict:
     from omics.evaluate.report import compare_files, write_text
 
-    found = {f"stage{s}": args.metrics_root / f"stage{s}" / "metrics.json" for s in args.stages}
+    stages = args.stages or [s for s in (1, 2, 3) if (args.metrics_root / f"stage{s}" / "metrics.json").is_file()]
+    found = {f"stage{s}": args.metrics_root / f"stage{s}" / "metrics.json" for s in stages}
     missing = [str(p) for p in found.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"no evaluation results at {', '.join(missing)}: run omics stageN evaluate first")
+    if len(found) < 2:
+        raise FileNotFoundError(f"fewer than two evaluated stages under {args.metrics_root}: nothing to compare")
     table, docs = compare_files(found)
     print(table)
     write_text(args.metrics_root / "comparison.md", table + "\n")
