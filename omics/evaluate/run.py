@@ -147,7 +147,7 @@ def evaluate_generation(stage: int, args: Any) -> dict:
 
 def _write_comparison(stage: int, metrics_dir: Path, data_sha: str) -> None:
     """When an earlier stage was evaluated on the same file, print and save the per-task deltas (§4)."""
-    earlier = {f"stage{s}": metrics_dir.parent / f"stage{s}" / "metrics.json" for s in range(2, stage)}
+    earlier = {f"stage{s}": metrics_dir.parent / f"stage{s}" / "metrics.json" for s in range(1, stage)}
     same = {k: p for k, p in earlier.items()
             if p.is_file() and json.loads(p.read_text())["meta"].get("data_sha256") == data_sha}
     if same:
