@@ -42,7 +42,10 @@ from omics.model import (
 from omics.optim import StepInBackward, make_optimizer
 
 log = logging.getLogger("omics")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+# every config key that changes the tokenised data: all of them are part of the cache key
+DATA_KEYS = ("max_length", "wrap_tags", "task_prefix_fraction", "system_prompt", "replay_ratio", "seed",
+             "on_bad_line", "on_bad_reasoning")
 CHECKPOINTS = "checkpoints"
 
 ExampleBuilder = Callable[[Path, PreTrainedTokenizerBase, TrainConfig, DataReport, dict], Iterator[Example]]
@@ -158,9 +161,7 @@ def build_dataset(recipe: Recipe, path: Path, tokenizer, config: TrainConfig, ex
     key = cache_key(
         version=CACHE_VERSION, stage=recipe.stage, data=file_sha256(path),
         extra={k: file_sha256(v) for k, v in extra.items()}, tokenizer=len(tokenizer),
-        template=tokenizer.chat_template, **{k: getattr(config, k) for k in (
-            "max_length", "wrap_tags", "task_prefix_fraction", "system_prompt", "replay_ratio", "seed",
-            "on_bad_line")},
+        template=tokenizer.chat_template, **{k: getattr(config, k) for k in DATA_KEYS},
     )
     report = DataReport(str(path))
     meta: dict[str, Any] = {"extra": {k: str(v) for k, v in extra.items()}}
@@ -207,7 +208,7 @@ class OmicsTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs.pop("skip_logits", None)
-        loss = answer_only_loss(model, inputs, num_items_in_batch)
+        loss = answer_only_loss(model, inputs, num_items_in_batch, fused=self.train_config.liger)
         return (loss, {"loss": loss}) if return_outputs else loss
 
     def create_optimizer(self, model=None):
@@ -232,6 +233,7 @@ def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool) -
         weight_decay=config.weight_decay,
         max_grad_norm=0.0 if config.optimizer_in_backward else config.max_grad_norm,
         bf16=cuda and torch.cuda.is_bf16_supported(),
+        fp16=cuda and not torch.cuda.is_bf16_supported(),
         logging_steps=config.logging_steps,
         logging_first_step=True,
         save_strategy="steps",
@@ -292,7 +294,8 @@ def train(recipe: Recipe, args: RunArgs) -> dict[str, Any]:
         args=training_arguments(config, checkpoints, eval_set is not None),
         train_dataset=train_set,
         eval_dataset=eval_set,
-        data_collator=PackedCollator(tokenizer.pad_token_id),
+        data_collator=PackedCollator(tokenizer.pad_token_id,
+                                     one_row=model.config._attn_implementation == "flash_attention_2"),
         processing_class=tokenizer,
         callbacks=callbacks,
         train_config=config,

@@ -109,3 +109,23 @@ def test_trainer_loss_on_packed_batch_equals_separate_losses(tiny_model, tokeniz
             count += len(ids) - 1
     assert (batch["labels"] != IGNORE).sum().item() == count
     assert packed_loss == pytest.approx(total / count, abs=1e-4)
+
+
+def test_one_row_collation_gives_the_same_logits(tiny_model):
+    """Flash-attention's layout (all blocks end to end in one row) keeps the same examples apart."""
+    import random
+
+    from transformers import AutoModelForCausalLM
+
+    from omics.data.packing import PackedCollator, pack
+
+    rng = random.Random(0)
+    examples = [([128000] + [rng.randrange(1000, 5000) for _ in range(n - 1)],) * 2 for n in (9, 14, 5, 11, 7)]
+    blocks = list(pack(examples, 20))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="sdpa").eval()
+    rows, flat = PackedCollator(128004)(blocks), PackedCollator(128004, one_row=True)(blocks)
+    assert flat["input_ids"].shape == (1, rows["input_ids"].numel())
+    with torch.no_grad():
+        by_row = model(input_ids=rows["input_ids"], position_ids=rows["position_ids"], use_cache=False).logits
+        one_row = model(input_ids=flat["input_ids"], position_ids=flat["position_ids"], use_cache=False).logits
+    torch.testing.assert_close(one_row.reshape(by_row.shape), by_row, atol=1e-4, rtol=1e-4)

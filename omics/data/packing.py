@@ -109,10 +109,14 @@ def cached_blocks(
 
 
 class PackedCollator:
-    """Stack blocks into a batch with per-example position ids; pad (a segment of its own) carries no loss."""
+    """Stack blocks into a batch with per-example position ids; pad (a segment of its own) carries no loss.
 
-    def __init__(self, pad_token_id: int):
-        self.pad_token_id = pad_token_id
+    `one_row`: the blocks are laid end to end in a single row, for flash-attention, which only splits a row
+    into its examples (varlen) when the batch has one row; SDPA/eager build the block mask for any batch.
+    """
+
+    def __init__(self, pad_token_id: int, one_row: bool = False):
+        self.pad_token_id, self.one_row = pad_token_id, one_row
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         width = max(len(r["input_ids"]) for r in rows)
@@ -125,4 +129,5 @@ class PackedCollator:
             labels[i, :n] = torch.tensor(row["labels"])
             segments = [*row["lengths"], width - n] if width > n else row["lengths"]
             position_ids[i] = torch.cat([torch.arange(length) for length in segments])
-        return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
+        batch = {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
+        return {k: v.reshape(1, -1) for k, v in batch.items()} if self.one_row else batch

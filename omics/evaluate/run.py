@@ -14,12 +14,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import TrainerCallback
 
 from omics.config import SYSTEM_PROMPT
 from omics.data.instructions import prompt_text
 from omics.data.packing import file_sha256
 from omics.data.validate import DataReport, read_instructions
+from omics.device import model_dtype
 from omics.evaluate.confidence import true_class_probability
 from omics.evaluate.metrics import score_task, summarize_overall
 from omics.evaluate.parse import extract_answer, normalize_label, parse_prediction
@@ -196,7 +198,10 @@ class GenerationEvalCallback(TrainerCallback):
 
         was_training = model.training
         model.eval()
-        generations = HFBackend(model, self.tokenizer, self.max_new_tokens).generate(self.prompts)
+        device = next(model.parameters()).device
+        # as in training: bf16 base weights next to fp32 trained copies need autocast to run together
+        with torch.autocast(device.type, dtype=model_dtype(), enabled=device.type == "cuda"):
+            generations = HFBackend(model, self.tokenizer, self.max_new_tokens).generate(self.prompts)
         model.train(was_training)
         rows = [{"task": r["task"], "input": r["input"], "label": r["label"], "generated": g.text}
                 for r, g in zip(self.records, generations, strict=True)]
