@@ -92,3 +92,37 @@ def test_vllm_path_up_to_the_engine_call(monkeypatch, tiny_model):
 def test_vllm_requested_without_it_is_a_clear_error(tiny_model):
     with pytest.raises(ValueError, match="needs a GPU and vLLM"):
         make_backend("vllm", tiny_model, 8, 1024)
+
+
+FAMILIES = TaskSpec(task="NoncodingRNAFamily-y", family="NoncodingRNAFamily", type="multiclass",
+                    paper_metric="accuracy", classes=["5S_rRNA", "Intron_gpI", "Intron_gpII", "riboswitch"])
+
+
+def _ids(tokenizer, text):
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_classes_sharing_their_first_token_give_no_reading(tokenizer):
+    # " Intron_gpI" and " Intron_gpII" start with the same token: at that token the model has not yet chosen
+    assert _ids(tokenizer, " Intron_gpI")[0] == _ids(tokenizer, " Intron_gpII")[0]
+    generation = _generation(tokenizer, "The family is Intron_gpI.", {" In": 0.97})
+    assert true_class_probability(generation, FAMILIES, "Intron_gpII", "Intron_gpI", tokenizer) is None
+    # a right answer still reads its probability
+    assert true_class_probability(generation, FAMILIES, "Intron_gpI", "Intron_gpI", tokenizer) is not None
+
+
+def test_word_after_a_bare_space_token_is_read_at_its_own_token(tokenizer):
+    text = "The family is 5S_rRNA."
+    ids = _ids(tokenizer, text)
+    pieces = [tokenizer.decode([i]) for i in ids]
+    assert " " in pieces  # Llama-3 puts a bare space token before a word starting with a digit
+    first = _ids(tokenizer, "5S_rRNA")[0]
+    top = [{first: math.log(0.6), _ids(tokenizer, " rib")[0]: math.log(0.3)} for _ in ids]
+    generation = Generation(text, ids, top)
+    assert true_class_probability(generation, FAMILIES, "5S_rRNA", "5S_rRNA", tokenizer) == pytest.approx(0.6)
+
+
+def test_stage3_reads_the_last_answer_block(tokenizer):
+    text = "<answer>It is negative.</answer> <answer>It is positive.</answer>"
+    generation = _generation(tokenizer, text, {" positive": 0.9, " negative": 0.05})
+    assert true_class_probability(generation, BINARY, True, True, tokenizer, answer_tag=True) == pytest.approx(0.9)

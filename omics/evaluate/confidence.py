@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from itertools import accumulate
 
 from transformers import PreTrainedTokenizerBase
 
@@ -19,12 +20,12 @@ from omics.evaluate.tasks import TaskSpec, binary_mapping
 
 
 def class_words(spec: TaskSpec) -> dict[str, object]:
-    """Lower-case class word → the prediction value it stands for (bool for binary, name for multi-class)."""
+    """Class spelling, as in the data → the prediction value it stands for (bool for binary, name otherwise)."""
     if spec.type == "binary":
-        return {word.lower(): value for word, value in (binary_mapping(spec.classes) or {}).items()
-                if re.fullmatch(r"[a-z][a-z-]*", word.lower())}
+        return {word: value for word, value in (binary_mapping(spec.classes) or {}).items()
+                if re.fullmatch(r"[A-Za-z][A-Za-z-]*", word)}
     if spec.type == "multiclass":
-        return {name.lower(): name for name in spec.classes}
+        return {name: name for name in spec.classes}
     return {}
 
 
@@ -32,33 +33,36 @@ def true_class_probability(
     generation: Generation, spec: TaskSpec, label: object, prediction: object, tokenizer: PreTrainedTokenizerBase,
     answer_tag: bool = False,
 ) -> float | None:
-    """p(true class) at the deciding token, or None when the answer has no class word to read it from.
+    """p(true class) at the deciding token, or None when the answer has no clean class word to read it from.
 
-    With `answer_tag` (Stage 3), only tokens after `<answer>` are read: the reasoning may name classes too.
-    An output without the tag is read whole, as its prediction was parsed (format-noncompliant fallback).
+    The deciding token is the first token of the first class word (whole word, any case) in the answer; with
+    `answer_tag` (Stage 3) the search starts inside the last `<answer>` block, the one the prediction was
+    parsed from (an output without the tag is read whole, like its prediction). `p` is the probability of the
+    true class word's first token there, spelled with the same leading whitespace. No reading when the word
+    starts inside a token, when the wording decided otherwise ("not positive"), or when a wrong class shares
+    its first token with the true one (the difference comes later: this token cannot tell them apart).
     """
     words = class_words(spec)
     if not words or prediction is None or not generation.top_logprobs:
         return None
-    answer_tag = answer_tag and "<answer>" in generation.text
     pieces = [tokenizer.decode([token]) for token in generation.token_ids]
-    prefix = ""
-    for step, piece in enumerate(pieces):
-        if answer_tag and "<answer>" not in prefix:
-            prefix += piece
-            continue
-        rest = "".join(pieces[step:]).lower()
-        at_boundary = not prefix or not prefix[-1].isalnum() or piece[:1].isspace()
-        named = next((w for w in sorted(words, key=len, reverse=True)
-                      if at_boundary and re.match(rf"\s*{re.escape(w)}\b", rest)), None)
-        if named is not None:
-            if words[named] != prediction:  # decided by other wording (e.g. "not positive"): no reading
-                return None
-            true_words = [w for w, value in words.items() if value == label]
-            probability = sum(
-                math.exp(logprob) for token, logprob in generation.top_logprobs[step].items()
-                if (text := tokenizer.decode([token]).strip().lower()) and any(w.startswith(text) for w in true_words)
-            )
-            return min(1.0, probability)
-        prefix += piece
-    return None
+    text = "".join(pieces)
+    begin = text.rfind("<answer>") + len("<answer>") if answer_tag and "<answer>" in text else 0
+    names = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+    match = re.compile(rf"(?<![A-Za-z0-9_])({names})(?![A-Za-z0-9_])", re.IGNORECASE).search(text, begin)
+    if match is None:
+        return None
+    spelled = next(w for w in words if w.lower() == match.group(1).lower())
+    if words[spelled] != prediction:  # decided by other wording (e.g. "not positive"): no reading
+        return None
+    offsets = list(accumulate(len(piece) for piece in pieces))
+    step = next(i for i, end in enumerate(offsets) if end > match.start())
+    leading = text[offsets[step] - len(pieces[step]):match.start()]
+    if leading.strip():  # the word starts inside a token (e.g. glued to punctuation)
+        return None
+    first = {w: tokenizer(leading + w, add_special_tokens=False)["input_ids"][0] for w in words}
+    true_firsts = {first[w] for w, value in words.items() if value == label}
+    if words[spelled] != label and generation.token_ids[step] in true_firsts:
+        return None
+    top = generation.top_logprobs[step]
+    return min(1.0, sum(math.exp(top[token]) for token in true_firsts if token in top))
