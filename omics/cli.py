@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s omics: %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("torchao").setLevel(logging.ERROR)  # optional kernels it cannot load here are no news
+    for noisy in ("torchao", "torch.utils._pytree"):  # import-time notices about optional kernels: no news
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     if hasattr(args, "gpu"):
         log.info("using GPU %s only (one-GPU rule; --gpu N picks another)", pin_one_gpu(args.gpu))
     try:
