@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("torchao", "torch.utils._pytree"):  # import-time notices about optional kernels: no news
         logging.getLogger(noisy).setLevel(logging.ERROR)
     if hasattr(args, "gpu"):
-        log.info("using GPU %s only (one-GPU rule; --gpu N picks another)", pin_one_gpu(args.gpu))
+        log.info("one-GPU rule: CUDA_VISIBLE_DEVICES=%s (--gpu N picks another)", pin_one_gpu(args.gpu))
     try:
         if args.command.startswith("stage"):
             module = importlib.import_module(f"omics.{args.command}.{args.action}")
