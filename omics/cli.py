@@ -129,9 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(args, "gpu"):
         log.info("one-GPU rule: CUDA_VISIBLE_DEVICES=%s (--gpu N picks another)", pin_one_gpu(args.gpu))
     try:
-        if args.command.startswith("stage"):
-            module = importlib.import_module(f"omics.{args.command}.{args.action}")
-            module.run(args)
+        if args.command.startswith("stage") and args.action == "train":
+            from omics.train import RunArgs, train  # each stage only states its recipe
+
+            train(importlib.import_module(f"omics.{args.command}.train").recipe(), RunArgs.from_cli(args))
+        elif args.command.startswith("stage"):
+            importlib.import_module(f"omics.{args.command}.evaluate").run(args)
         elif args.command == "bench":
             importlib.import_module(f"omics.bench.{args.kind}").run(args)
         else:

@@ -9,6 +9,7 @@ another and no compute goes to padding.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import json
 import os
@@ -67,6 +68,14 @@ def pack(examples: Iterable[Example], block_len: int, buffer: int = 8192) -> Ite
 
 
 def file_sha256(path: str | Path) -> str:
+    """Content hash of a data file, computed once per process for a given (path, size, mtime): a run names
+    its data in the cache key and in the run records, and a paper-size file takes seconds to read."""
+    stat = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(1 << 22):

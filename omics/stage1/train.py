@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from argparse import Namespace
 
 from omics.cli import main
 
@@ -18,12 +17,6 @@ def recipe():
     return Recipe(stage=1, chat=False, examples=examples, missing_base_hint=(
         "Download the base model: huggingface-cli download meta-llama/Meta-Llama-3.1-8B "
         "--local-dir ./Meta-Llama-3.1-8B, or pass --base-model DIR."))
-
-
-def run(args: Namespace) -> dict:
-    from omics.train import RunArgs, train
-
-    return train(recipe(), RunArgs.from_cli(args))
 
 
 if __name__ == "__main__":

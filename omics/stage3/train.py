@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from argparse import Namespace
 
 from omics.cli import main
 
@@ -25,12 +24,6 @@ def recipe():
 
     return Recipe(stage=3, chat=True, examples=examples,
                   missing_base_hint="Run Stage 2 first (omics stage2 train), or pass --base-model DIR.")
-
-
-def run(args: Namespace) -> dict:
-    from omics.train import RunArgs, train
-
-    return train(recipe(), RunArgs.from_cli(args))
 
 
 if __name__ == "__main__":
