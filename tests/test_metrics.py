@@ -103,12 +103,28 @@ def test_regression_mixed_score_coverage():
     assert r["mixed_score"] == 75.0
 
 
-def test_nan_inf_and_huge_predictions_are_invalid():
-    # only the first prediction is valid: ρ undefined → 0; its scaled error is 0 → mixed 1 × 1/4
+def test_nan_and_inf_are_invalid_huge_numbers_are_not():
+    # valid: 1 (label 1) and 2000 (label 4); ρ on 2 points = 1 → × 2/4 = 50
+    # range [1, 4]: labels' 0, 100; preds' 0, 66633.3 → MAE capped at 100; Range-MAE over the one
+    # prediction inside [0, 100] = 0 → mixed = 0.5·0 + 0.5·1 = 0.5, × 2/4 = 25
     preds = [1.0, float("nan"), float("inf"), 2000.0]
     r = score(spec("regression", "Spearman"), [1.0, 2.0, 3.0, 4.0], preds)
-    assert (r["n_valid"], r["valid_rate"], r["paper_metric"]["value"]) == (1, 0.25, 0.0)
-    assert r["mixed_score"] == 25.0
+    assert (r["n_valid"], r["valid_rate"], r["paper_metric"]["value"]) == (2, 0.5, 50.0)
+    assert (r["mae_scaled"], r["range_mae"], r["mixed_score"]) == (100.0, 0.0, 25.0)
+
+
+def test_huge_numbers_are_invalid_only_in_the_paper_mixed_score():
+    # siRNA: 1500 is a valid prediction (valid_rate 1, MAE in units (10 + 1460)/2 = 735) but the paper's
+    # Mixed Score drops |x| > 1000: on (10, 20) alone MAE 10, Range-MAE 10, F1 1 → 0.5·0.9 + 0.5·0.9 = 0.9,
+    # × 1/2 = 45
+    r = score(SIRNA, [10.0, 40.0], [20.0, 1500.0])
+    assert (r["n_valid"], r["valid_rate"], r["mae"]) == (2, 1.0, 735.0)
+    assert (r["mae_scaled"], r["range_mae"], r["f1"], r["mixed_score"]) == (10.0, 10.0, 100.0, 45.0)
+    assert r["paper_metric"]["value"] == 45.0
+    # the same stray number in an R² task is just a bad prediction: r² of (1,1) (2,2) (3,1500) = 0.7505,
+    # nothing invalidated
+    r2 = score(spec("regression", "R2"), [1.0, 2.0, 3.0], [1.0, 2.0, 1500.0])
+    assert (r2["valid_rate"], r2["paper_metric"]["value"]) == (1.0, 75.05)
 
 
 def test_no_valid_prediction_regression():

@@ -87,9 +87,9 @@ def test_parse_numbers_all_in_order():
 @pytest.mark.parametrize(
     ("text", "value"),
     [
-        ("-1000", -1000.0),  # |x| = 1000 is still valid
-        ("1000.5", None),  # |x| > 1000: invalid, as in the paper
-        ("about 1500 then 3", None),  # the FIRST number decides, even if invalid
+        ("-1000", -1000.0),
+        ("1000.5", 1000.5),  # a huge number is still a number: only the paper's Mixed Score drops |x| > 1000
+        ("about 1500 then 3", 1500.0),  # the FIRST number decides
         ("1e999", None),  # overflows to inf
         ("nothing", None),
         ("72.00%", 72.0),
@@ -104,7 +104,7 @@ def test_multi_output_two_and_three_keys():
     assert list(parse_prediction("0.5 0.25", HK_DEV)) == ["hk", "dev"]
     assert parse_prediction("hk 1.2", HK_DEV) is None  # one number for two keys
     assert parse_prediction("1 2 3", HK_DEV) is None  # three numbers for two keys
-    assert parse_prediction("1 2000", HK_DEV) is None  # one output out of range
+    assert parse_prediction("1 2000", HK_DEV) == {"hk": 1.0, "dev": 2000.0}  # huge, still a number
     expected = {"ON": 0.5, "OFF": 0.25, "ON_OFF": 0.125}
     assert parse_prediction("ON 0.5, OFF 0.25, ON_OFF 0.125", SWITCH) == expected
 
@@ -137,13 +137,38 @@ def test_binary_task_spellings():
     assert parse_prediction("The protein is not soluble.", SOLUBLE) is False
 
 
+@pytest.mark.parametrize("spec_", [BIN, SOLUBLE])  # the general wording, whatever the task's labels
+def test_solubility_answer_styles(spec_):
+    assert parse_prediction("The protein is soluble.", spec_) is True
+    assert parse_prediction("The protein is insoluble.", spec_) is False
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["I don't know.", "I do not know whether it binds.", "The answer is unknown.", "This is uncertain.",
+     "It cannot be determined from the sequence.", "I'm not sure."],
+)  # fmt: skip
+def test_hedges_are_invalid_not_negative(text):
+    assert parse_prediction(text, BIN) is None
+
+
+def test_binary_class_words_from_reference_outputs():
+    # words the task's reference outputs use for one label only: read after the general wording
+    spec_ = spec("binary", classes=["negative", "positive"], negative_words=["lacking"], positive_words=["carries"])
+    assert parse_prediction("The sequence carries the mark.", spec_) is True
+    assert parse_prediction("The sequence is lacking the mark.", spec_) is False
+    assert parse_prediction("The sequence carries no mark.", spec_) is False  # general negation first
+    assert parse_prediction("The sequence carries the mark.", BIN) is None
+
 @pytest.mark.parametrize(
     ("text", "value"),
     [
         ("This is a pre-miRNA.", "pre-miRNA"),  # longest match first, not "miRNA"
         ("It belongs to the TRNA family", "tRNA"),  # case-insensitive
         ("a 5S rRNA gene", "5S_rRNA"),  # _ / - / space are interchangeable
-        ("several mirnas", None),  # whole words only
+        ("several miRNAs", "miRNA"),  # a plural s is allowed
+        ("two TRNAS", "tRNA"),
+        ("amirna", None),  # whole words only
         ("unknown family", None),
     ],
 )
@@ -158,6 +183,8 @@ def test_multiclass(text, value):
         ("I am sure it is m6A", ["m6A"]),  # an exact-case hit wins over "am"
         ("PSI and M6A", ["Psi", "m6A"]),  # no exact-case hit: case-insensitive
         ("none", ["none"]),
+        ("No modifications were detected.", ["none"]),  # negative wording, no class → "none"
+        ("There are none.", ["none"]),
         ("nothing found", None),
     ],
 )
@@ -165,10 +192,18 @@ def test_multilabel(text, value):
     assert parse_prediction(text, MOD) == value
 
 
-def test_ec_numbers_known_or_not():
+def test_ec_numbers_outside_the_vocabulary_are_ignored():
+    # the vocabulary is the EC numbers of the task's labels (here 1.1.1.1), as in the paper's evaluator
     text = "EC 3.4.21.- and 1.1.1.1, also 1.1.1.1."
-    assert parse_prediction(text, EC) == ["1.1.1.1", "3.4.21.-"]
+    assert parse_prediction(text, EC) == ["1.1.1.1"]
+    assert parse_prediction("EC 3.4.21.4", EC) is None
     assert parse_prediction("no enzyme", EC) is None
+
+
+def test_ec_labels_give_their_numbers():
+    assert normalize_label("EC 2.7.11.1", EC) == ["2.7.11.1"]
+    assert normalize_label("EC 1.1.1.1, EC 3.4.21.-", EC) == ["1.1.1.1", "3.4.21.-"]
+    assert normalize_label(["1.1.1.1", "2.7.11.1"], EC) == ["1.1.1.1", "2.7.11.1"]
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,9 @@ RESULTS = {
         "mcc": 0.6125,
         "confusion_matrix": {"labels": ["negative", "positive"], "matrix": [[11, 4], [2, 13]]},
         "prediction_distribution": {"negative": 13, "positive": 17},
+        "reference_parse_rate": 1.0,
+        "baseline": {"prediction": True, "paper_metric": 0.0, "mixed_score": 33.33},
+        "collapse": False,
     },
     "gc_content": {
         "task": "gc_content",
@@ -53,9 +56,13 @@ RESULTS = {
         "pearson": 0.93,
         "spearman": 0.915,
         "r2": 0.86,
+        "reference_parse_rate": 0.9,
+        "reference_failures": [{"output": "about half", "parsed": None, "label": 50.0}],
+        "collapse": True,
     },
 }
-OVERALL = {"mixed_score_mean": 83.26, "by_omics": {"DNA": 83.26}, "n_tasks": 2, "n_examples": 60}
+OVERALL = {"mixed_score_mean": 83.26, "by_omics": {"DNA": 83.26}, "n_tasks": 2, "n_examples": 60,
+           "paper_table": {"emp": 12.1, "sirnaEfficiency": 50.0}}
 META = {"stage": 2, "data": "test.jsonl", "data_sha256": "a" * 64}
 
 
@@ -109,7 +116,8 @@ def test_write_metrics_json_tfevents_and_markdown(tmp_path: Path) -> None:
     doc = write_metrics(tmp_path, RESULTS, OVERALL, META, tag="stage2", step=120)
     assert json.loads((tmp_path / "metrics.json").read_text()) == doc
     assert doc["meta"] == {**META, "tag": "stage2", "step": 120}
-    assert doc["tasks"] == RESULTS and doc["overall"] == OVERALL
+    assert doc["paper_table"] == {"emp": 12.1, "sirnaEfficiency": 50.0}  # its own key in metrics.json
+    assert doc["tasks"] == RESULTS and "paper_table" not in doc["overall"]
     assert not list(tmp_path.glob(".*.tmp"))
 
     events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*stage2"))
@@ -128,6 +136,7 @@ def test_write_metrics_json_tfevents_and_markdown(tmp_path: Path) -> None:
         "eval/overall/mixed_score_mean",
         "eval/overall/by_omics/DNA",
         "eval/overall/n_examples",
+        "eval/overall/paper_table/emp",
     }
     assert expected <= tags
     assert not any(t.endswith(("/warnings", "/type", "/confusion_matrix")) for t in tags)
@@ -150,19 +159,39 @@ def test_other_file_names_for_stage1(tmp_path: Path) -> None:
         md_name="eval.md",
     )
     assert {p.name for p in tmp_path.iterdir()} == {"eval.json", "eval.md", "tensorboard"}
-    assert _row("dna", (tmp_path / "eval.md").read_text()) == ["dna", "—", "60", "—", "—", "—", ""]
+    assert _row("dna", (tmp_path / "eval.md").read_text()) == ["dna", "—", "60", *["—"] * 7, "", ""]
 
 
 def test_format_table_shows_the_numbers() -> None:
     table = format_table(RESULTS, OVERALL)
-    assert _row("emp-gcrich", table) == ["emp-gcrich", "binary", "30", "96.67", "MCC = 61.25", "78.40", "⚠ 1"]
-    gc_row = ["gc_content", "regression", "30", "100.00", "Spearman = 91.50", "88.12", ""]
-    assert _row("gc_content", table) == gc_row
+    # task | type | n | valid % | format % | ref. parse % | paper metric | baseline | Mixed | baseline Mixed | collapse
+    assert _row("emp-gcrich", table) == [
+        "emp-gcrich", "binary", "30", "96.67", "—", "100.00", "MCC = 61.25", "0.00", "78.40", "33.33", "", "⚠ 1",
+    ]  # fmt: skip
+    assert _row("gc_content", table) == [
+        "gc_content", "regression", "30", "100.00", "—", "⛔ 90.00", "Spearman = 91.50", "—", "88.12", "—", "⚠ yes", "",
+    ]  # fmt: skip
+    # a task whose reference answers do not parse back heads the table in red-letter terms
+    assert table.startswith("> ⛔ **gc_content: only 90.00% of its reference answers parse back to their labels.**")
+    assert "NOT trustworthy" in table and "'about half' → None, label 50.0" in table
     assert "- ⚠ emp-gcrich: 1 invalid prediction counted as wrong" in table
     assert "- mixed_score_mean: 83.26" in table
     assert "- by_omics: DNA 83.26" in table
     assert "- n_tasks: 2" in table
+    assert "paper_table" not in table.split("Overall:")[1]
 
+
+def test_paper_table_beside_the_papers_values() -> None:
+    table = format_table(RESULTS, OVERALL)
+    assert "## Paper table (2 of 22 columns;" in table
+    # column | metric | this run | S12 | Δ S12 | S123 | Δ S123; emp: 12.10 − 8.10 = +4.00, 12.10 − 3.64 = +8.46
+    assert _row("emp", table) == ["emp", "MCC", "12.10", "8.10", "+4.00", "3.64", "+8.46"]
+    assert _row("sirnaEfficiency", table) == ["sirnaEfficiency", "mixed_score", "50.00", "56.31", "-6.31", "56.25",
+                                              "-6.25"]
+    # means over the 2 columns: (12.1 + 50)/2 = 31.05; S12 (8.10 + 56.31)/2 = 32.205; S123 (3.64 + 56.25)/2 = 29.945
+    mean = _row("**mean over 2 columns**", table)
+    assert mean[2:4] == ["31.05", "32.20"] and mean[5] == "29.95"
+    assert "Columns absent from this data: pd, cpd," in table
 
 def test_compare_deltas_and_missing_tasks() -> None:
     docs = {
@@ -178,6 +207,19 @@ def test_compare_deltas_and_missing_tasks() -> None:
     assert _row("mean (all tasks)", mixed) == ["mean (all tasks)", "45.12", "61.75", "+16.62"]
     assert _row("emp-H3", paper) == ["emp-H3", "MCC", "10.00", "8.00", "-2.00"]
     assert "Warning" not in out
+
+
+def test_compare_shows_the_paper_table_per_stage() -> None:
+    docs = {
+        "stage2": {**_doc({"emp-H3": 50.0}, {"emp-H3": 10.0}), "paper_table": {"emp": 10.0, "Solubility": 60.0}},
+        "stage3": {**_doc({"emp-H3": 53.5}, {"emp-H3": 8.0}), "paper_table": {"emp": 8.0}},
+    }
+    paper = compare(docs).split("## Paper table")[1]
+    assert "| column | metric | stage2 | stage3 | Δ stage3-stage2 | paper S12 | paper S123 |" in paper
+    assert _row("emp", paper) == ["emp", "MCC", "10.00", "8.00", "-2.00", "8.10", "3.64"]
+    assert _row("Solubility", paper) == ["Solubility", "accuracy", "60.00", "—", "—", "62.07", "63.02"]
+    # means: stage2 (10 + 60)/2 = 35, stage3 8; paper over the two columns (8.10 + 62.07)/2 = 35.085
+    assert _row("mean (columns present)", paper)[2:6] == ["35.00", "8.00", "-27.00", "35.09"]
 
 
 def test_compare_three_stages_adds_last_minus_first() -> None:

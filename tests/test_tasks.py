@@ -20,7 +20,10 @@ def specs_of(*records: dict, eval_records: tuple = ()) -> dict[str, TaskSpec]:
 
 def test_family_is_prefix_before_first_dash():
     assert family_of("emp-H3") == "emp"
-    assert family_of("tf-h-0") == "tf"
+    assert family_of("tf-h-0") == "tf_h"  # the paper evaluator's renames: human and mouse TF binding apart
+    assert family_of("tf-m-1") == "tf_m"
+    assert family_of("TF-H-0") == "TF_H"
+    assert family_of("tf-x") == "tf"
     assert family_of("plain") == "plain"
 
 
@@ -87,7 +90,7 @@ def test_ranges_from_training_classes_from_both():
             rec("Fluorescence-f", 3.5),
         ),
     )
-    assert specs["Stability-a"].label_range == (0.0, 10.0)  # training range, eval's 50 ignored
+    assert specs["Stability-a"].label_range == (0.0, 50.0)  # training and evaluation labels together
     assert specs["NoncodingRNAFamily-n"].classes == ["miRNA", "tRNA"]  # union
     assert specs["Fluorescence-f"].label_range == (2.0, 3.5)  # only in eval: eval's range
 
@@ -146,7 +149,7 @@ def test_labels_that_do_not_fit_the_family_raise():
 
 
 def test_binary_family_without_polarity_falls_back_to_multiclass():
-    spec = specs_of(rec("tf-x", "A"), rec("tf-x", "B"))["tf-x"]
+    spec = specs_of(rec("tf-h-x", "A"), rec("tf-h-x", "B"))["tf-h-x"]
     assert (spec.type, spec.paper_metric, spec.classes) == ("multiclass", "MCC", ["A", "B"])
 
 

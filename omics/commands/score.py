@@ -7,7 +7,7 @@ from argparse import Namespace
 
 def run(args: Namespace) -> dict:
     from omics.evaluate.report import ensure_writable
-    from omics.evaluate.run import rescore
+    from omics.evaluate.scoring import rescore
 
     if args.out is not None:
         ensure_writable(args.out / "metrics.json", args.overwrite)

@@ -18,11 +18,12 @@ import numpy as np
 from scipy.stats import rankdata
 
 from omics.evaluate.parse import is_valid_number
-from omics.evaluate.tasks import TaskSpec, binary_mapping
+from omics.evaluate.tasks import FAMILIES, PAPER_COLUMNS, TaskSpec, binary_mapping, pooled_family
 
 COLLAPSE_PRED_SHARE = 0.95  # one predicted class above this share of all predictions …
 BALANCED_LABEL_SHARE = 0.70  # … while no label class is above this share → collapse warning
 COLLAPSE_STD_RATIO = 0.10  # regression: prediction std below this fraction of the label std
+MIXED_MAX_ABS = 1000.0  # the paper's Mixed Score (only it) treats |x| > 1000 as invalid (A.3.1)
 # regression paper metric → the per-output raw score it averages (coverage-adjusted)
 _REGRESSION_METRICS = {
     "PCC": "pearson",
@@ -110,23 +111,25 @@ def _regression_output(
         "mae_scaled": None,
         "range_mae": None,
     }
-    mixed_valid = 0.0
+    mixed_valid, mixed_coverage = 0.0, coverage
     if threshold is not None:
         fields["f1"] = None
-        if any_valid:
-            mae, range_mae, f1 = _threshold_terms(yv, pv, threshold)
+        in_bounds = valid & (np.abs(np.nan_to_num(p)) <= MIXED_MAX_ABS)
+        mixed_coverage = float(in_bounds.mean())
+        if in_bounds.any():
+            mae, range_mae, f1 = _threshold_terms(y[in_bounds], p[in_bounds], threshold)
             fields.update(mae_scaled=_round(mae), range_mae=_round(range_mae), f1=_pct(f1))
             mixed_valid = _mixed(mae, range_mae, f1)
     elif any_valid:
         mae, range_mae = _rescaled_terms(yv, pv, *lo_hi)
         fields.update(mae_scaled=_round(mae), range_mae=_round(range_mae))
         mixed_valid = _mixed(mae, range_mae)
-    fields["mixed_score"] = _pct(mixed_valid * coverage)
+    fields["mixed_score"] = _pct(mixed_valid * mixed_coverage)
     raw = {
         "pearson": (pearson or 0.0) * coverage,
         "spearman": (spearman or 0.0) * coverage,
         "r2": (r2 or 0.0) * coverage,
-        "mixed": mixed_valid * coverage,
+        "mixed": mixed_valid * mixed_coverage,
     }
     return fields, raw
 
@@ -424,8 +427,51 @@ def score_task(
         "n": n,
         "n_valid": body["n_valid"],
         "valid_rate": round(body["n_valid"] / n, 4),
+        "collapse": any("collapse:" in w for w in body["warnings"]),
     }
     return {**head, **body}
+
+
+def baseline_scores(spec: TaskSpec, labels: list) -> dict[str, Any] | None:
+    """Paper metric and Mixed Score of the task's constant predictor (spec.baseline), None without one."""
+    if spec.baseline is None:
+        return None
+    result = score_task(spec, labels, [spec.baseline] * len(labels))
+    return {"prediction": spec.baseline, "paper_metric": result["paper_metric"]["value"],
+            "mixed_score": result["mixed_score"]}
+
+
+def _pooled_spec(family: str, specs: list[TaskSpec]) -> TaskSpec:
+    """One spec for a family's pooled examples: the union of its tasks' classes and label ranges."""
+    first, ranges = specs[0], [s.label_range for s in specs if s.label_range is not None]
+    label_range: Any = None
+    if first.keys and ranges:
+        label_range = {k: (min(r[k][0] for r in ranges), max(r[k][1] for r in ranges)) for k in first.keys}
+    elif ranges:
+        label_range = (min(r[0] for r in ranges), max(r[1] for r in ranges))
+    classes = sorted(set().union(*(s.classes for s in specs)))
+    return TaskSpec(task=family, family=family, type=first.type, paper_metric=first.paper_metric, keys=first.keys,
+                    classes=classes, label_range=label_range, threshold=first.threshold,
+                    omics_group=first.omics_group)
+
+
+def paper_table(groups: list[tuple[TaskSpec, list, list]]) -> dict[str, float | None]:
+    """The paper table (evaluation.md §2): {column: value} in the paper's column order, for the columns
+    present. Each known family's paper metric is computed ONCE on all its tasks' examples pooled (one
+    MCC over every emp-* example), as the paper's evaluator does; `*_all` tasks repeat their parts and
+    stay out. `groups` holds (spec, normalized labels, parsed predictions) per task."""
+    pools: dict[str, list[tuple[TaskSpec, list, list]]] = {}
+    for spec, labels, predictions in groups:
+        family = pooled_family(spec.task)
+        if family is not None and spec.type == FAMILIES[family][0]:  # a binary task read as multiclass stays out
+            pools.setdefault(family, []).append((spec, labels, predictions))
+    metrics = {
+        family: score_task(_pooled_spec(family, [g[0] for g in pool]), [x for g in pool for x in g[1]],
+                           [x for g in pool for x in g[2]])["paper_metric"]
+        for family, pool in pools.items()
+    }
+    return {column: metrics[family]["per_output"][key] if key else metrics[family]["value"]
+            for column, (family, key) in PAPER_COLUMNS.items() if family in metrics}
 
 
 def _mean(values: list[float]) -> float | None:

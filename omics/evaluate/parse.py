@@ -1,8 +1,8 @@
 """Generated text → prediction, and data label → the same representation (evaluation.md §1).
 
 A prediction is None when the text cannot be read as one (invalid); metrics count it, never drop it.
-The regression validity rule (finite, |x| ≤ 1000 in the task's units) lives here in `is_valid_number`,
-applied by `parse_prediction` and again by the metrics to predictions that come from elsewhere.
+Parsing never looks at the label. A huge number is still a number: only the paper's Mixed Score treats
+|x| > 1000 as invalid (metrics.py), as the paper's evaluator does.
 """
 
 from __future__ import annotations
@@ -12,9 +12,15 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from omics.evaluate.tasks import NEGATIVE_WORDS, POSITIVE_WORDS, TaskSpec, binary_mapping, label_spelling
-
-MAX_ABS_REGRESSION = 1000.0
+from omics.evaluate.tasks import (
+    EC_NUMBER,
+    NEGATIVE_WORDS,
+    POSITIVE_WORDS,
+    TaskSpec,
+    binary_mapping,
+    label_items,
+    label_spelling,
+)
 
 # Innermost complete block: "<answer>" not followed by another "<answer>" before its "</answer>".
 _ANSWER = re.compile(r"<answer>((?:(?!<answer>).)*?)</answer>", re.S | re.I)
@@ -24,11 +30,18 @@ _TAGS = ("<reasoning>", "</reasoning>", "<answer>", "</answer>")
 # A number not glued to a preceding letter/digit/dot (so H3K4me3 or 1.2.3's tail are not read):
 # -12, 3.5, 72., .5, 1e-3, 2.5E+4; a trailing % is simply ignored (72.00% → 72.0).
 _NUMBER = re.compile(r"(?<![\w.])[-\u2212]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
-_EC = re.compile(r"(?<![\w.])\d+\.\d+\.\d+\.(?:\d+|-)")
 
-# Negations are looked for first: "not associated", "no evidence", "does not", "doesn't" all end here.
-_NEGATIVE = re.compile(r"\b(?:not|no|cannot|absent|absence|negative|false)\b|n['\u2019]t\b", re.I)
-_POSITIVE = re.compile(r"\b(?:yes|positive|true|present|is associated|are associated)\b", re.I)
+# Hedges make an answer invalid, whatever else it says ("I don't know" is not a "no"); then negations are
+# looked for ("not associated", "no evidence", "does not", "doesn't", "insoluble"), then affirmations.
+_HEDGE = re.compile(
+    r"\b(?:(?:do|does|did)\s*n[o'\u2019]t\s+know|unknown|uncertain|unsure|not\s+sure|"
+    r"(?:cannot|can['\u2019]?t|could\s+not)\s+(?:be\s+)?determined?)\b",
+    re.I,
+)
+_NEGATIVE = re.compile(
+    r"\b(?:not|no|none|cannot|absent|absence|lacks?|negative|false|insoluble|unlikely)\b|n['\u2019]t\b", re.I
+)
+_POSITIVE = re.compile(r"\b(?:yes|positive|true|present|is associated|are associated|soluble)\b", re.I)
 
 
 def extract_answer(text: str) -> tuple[str, bool]:
@@ -69,32 +82,42 @@ def parse_number(text: str) -> float | None:
 
 
 def is_valid_number(x: Any) -> bool:
-    """A usable regression value: a real number (not bool), finite, |x| ≤ 1000 as in the paper."""
-    if isinstance(x, bool) or not isinstance(x, int | float):
-        return False
-    return math.isfinite(x) and abs(x) <= MAX_ABS_REGRESSION
+    """A usable regression value: a real number (not bool) and finite."""
+    return not isinstance(x, bool) and isinstance(x, int | float) and math.isfinite(x)
 
 
 @lru_cache(maxsize=4096)
-def _name_pattern(name: str, ignore_case: bool) -> re.Pattern[str]:
-    """Whole-word pattern for a class name; `_`, `-` and spaces inside it match one another."""
+def _name_pattern(name: str, ignore_case: bool, plural: bool = False) -> re.Pattern[str]:
+    """Whole-word pattern for a class name; `_`, `-` and spaces inside it match one another; with
+    `plural`, a trailing `s` too (`tRNAs` → tRNA)."""
     parts = [re.escape(p) for p in re.split(r"[\s_-]+", name.strip()) if p]
-    body = r"[\s_-]+".join(parts)
+    body = r"[\s_-]+".join(parts) + ("s?" if plural else "")
     return re.compile(rf"(?<![A-Za-z0-9]){body}(?![A-Za-z0-9])", re.I if ignore_case else 0)
+
+
+@lru_cache(maxsize=1024)
+def _words_pattern(words: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One case-insensitive whole-word pattern for a task's class words (one search, however many)."""
+    if not words:
+        return None
+    alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+    return re.compile(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])", re.I)
 
 
 def _longest_first(classes: list[str] | tuple[str, ...]) -> list[str]:
     return sorted({c for c in classes if re.search(r"[A-Za-z0-9]", c)}, key=lambda c: (-len(c), c))
 
 
-def _find_names(text: str, classes: list[str] | tuple[str, ...], first_only: bool) -> list[str]:
+def _find_names(
+    text: str, classes: list[str] | tuple[str, ...], first_only: bool, plural: bool = False
+) -> list[str]:
     """Class names found in the text, longest first, each match masking the text it covers (so `miRNA`
     is not also found inside `pre-miRNA`). Exact-case matches win: only if none is found is the
     text searched case-insensitively, which keeps `Am`/`Um` classes from matching "I am" / "um"."""
     for ignore_case in (False, True):
         found, masked = [], text
         for name in _longest_first(classes):
-            pattern = _name_pattern(name, ignore_case)
+            pattern = _name_pattern(name, ignore_case, plural)
             if pattern.search(masked):
                 found.append(name)
                 if first_only:
@@ -106,40 +129,54 @@ def _find_names(text: str, classes: list[str] | tuple[str, ...], first_only: boo
 
 
 def parse_class(text: str, classes: list[str]) -> str | None:
-    """Multi-class: the longest known class name in the text (whole words); None if none."""
-    found = _find_names(text, classes, first_only=True)
+    """Multi-class: the longest known class name in the text (whole words, or + plural s); None if none."""
+    found = _find_names(text, classes, first_only=True, plural=True)
     return found[0] if found else None
 
 
 def parse_labels(text: str, classes: list[str], ec_numbers: bool = False) -> list[str] | None:
-    """Multi-label: sorted known class names found ("none" is a class like any other); for EC tasks
-    every EC number in the text (`1.1.1.1`, `1.1.1.-`), known or not. None if nothing is found."""
-    found = sorted(set(_EC.findall(text))) if ec_numbers else sorted(_find_names(text, classes, False))
+    """Multi-label: sorted known class names found ("none" is a class like any other); negative wording
+    with no class found ("No modifications were detected") → ["none"] when the task has that class.
+    EC tasks: every EC number in the text that is in the task's EC vocabulary (`classes`), as the
+    paper's evaluator keeps only its label vocabulary. None if nothing is found."""
+    if ec_numbers:
+        vocabulary = set(classes)
+        return sorted({ec for ec in EC_NUMBER.findall(text) if ec in vocabulary}) or None
+    found = sorted(_find_names(text, classes, False))
+    if not found and "none" in classes and _NEGATIVE.search(text):
+        return ["none"]
     return found or None
 
 
-def parse_binary(text: str, classes: list[str] | tuple[str, ...] = ()) -> bool | None:
-    """Binary: negation wording first (→ False), then positive wording (→ True), else None.
+def parse_binary(
+    text: str, classes: list[str] | tuple[str, ...] = (), negative_words: tuple[str, ...] = (),
+    positive_words: tuple[str, ...] = (),
+) -> bool | None:
+    """Binary: a hedge ("I don't know", "uncertain") → None; negation wording (→ False), then positive
+    wording (→ True); then the task's own class words, negative first; else None.
 
-    Task-specific spellings with a polarity (e.g. soluble/insoluble from `classes`) join the
-    negative and positive wording respectively."""
-    mapping = binary_mapping(classes) or {}
-    custom = {s: v for s, v in mapping.items() if s not in POSITIVE_WORDS | NEGATIVE_WORDS}
-    negatives = [s for s, v in custom.items() if not v]
-    positives = [s for s, v in custom.items() if v]
-    if _NEGATIVE.search(text) or _find_names(text, negatives, first_only=True):
+    The task's own words are its spellings with a polarity (e.g. soluble/insoluble from `classes`) and
+    the words its reference outputs use for one label only (`negative_words`, `positive_words`)."""
+    if _HEDGE.search(text):
+        return None
+    if _NEGATIVE.search(text):
         return False
-    if _POSITIVE.search(text) or _find_names(text, positives, first_only=True):
+    if _POSITIVE.search(text):
         return True
+    custom = {s: v for s, v in (binary_mapping(classes) or {}).items() if s not in POSITIVE_WORDS | NEGATIVE_WORDS}
+    for value, words in ((False, negative_words), (True, positive_words)):
+        pattern = _words_pattern(tuple(sorted({*words, *(s for s, v in custom.items() if v is value)})))
+        if pattern is not None and pattern.search(text):
+            return value
     return None
 
 
 def parse_prediction(text: str, spec: TaskSpec) -> Any:
     """The prediction in `text` for `spec`'s task type, or None when invalid.
 
-    regression: float (first number; None if absent, non-finite or |x| > 1000); multi_regression:
-    {key: float} from exactly len(spec.keys) numbers in key order; binary: bool; multiclass: str;
-    multilabel: sorted list[str]. Stage 3 callers pass `extract_answer(text)[0]`."""
+    regression: float (first number; None if absent or non-finite); multi_regression: {key: float}
+    from exactly len(spec.keys) numbers in spec.keys order; binary: bool; multiclass: str; multilabel:
+    sorted list[str]. Stage 3 callers pass `extract_answer(text)[0]`."""
     if spec.type == "regression":
         value = parse_number(text)
         return value if is_valid_number(value) else None
@@ -149,7 +186,7 @@ def parse_prediction(text: str, spec: TaskSpec) -> Any:
             return None
         return dict(zip(spec.keys, values, strict=True))
     if spec.type == "binary":
-        return parse_binary(text, spec.classes)
+        return parse_binary(text, spec.classes, tuple(spec.negative_words), tuple(spec.positive_words))
     if spec.type == "multiclass":
         return parse_class(text, spec.classes)
     return parse_labels(text, spec.classes, ec_numbers=spec.family == "FunctionEC")
@@ -165,7 +202,7 @@ def _label_float(label: Any, spec: TaskSpec) -> float:
 def normalize_label(label: Any, spec: TaskSpec) -> Any:
     """A data label in the representation `parse_prediction` returns for the same task: float;
     {key: float} in spec.keys order; bool (True = positive/yes/true/1); str; sorted list[str] (a
-    comma- or semicolon-joined string is split)."""
+    comma- or semicolon-joined string is split; FunctionEC: the EC numbers in it, `EC 2.7.11.1` → 2.7.11.1)."""
     if spec.type == "regression":
         return _label_float(label, spec)
     if spec.type == "multi_regression":
@@ -181,5 +218,4 @@ def normalize_label(label: Any, spec: TaskSpec) -> Any:
         return value
     if spec.type == "multiclass":
         return str(label).strip()
-    items = label if isinstance(label, list | tuple) else re.split(r"[,;]", str(label))
-    return sorted({str(item).strip() for item in items if str(item).strip()})
+    return label_items(label, ec_numbers=spec.family == "FunctionEC")

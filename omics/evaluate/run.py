@@ -1,14 +1,9 @@
-"""Stages 2-3 evaluation: generate → parse → score → report, and re-scoring a stored predictions file.
-
-Everything after generation is a pure function of the predictions file, so `omics score` recomputes the
-exact same metrics without a model or a GPU.
-"""
+"""Stages 2-3 evaluation: generate → parse → score → report (parsing and scoring live in scoring.py)."""
 
 from __future__ import annotations
 
 import json
 import logging
-import statistics
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -23,69 +18,18 @@ from omics.data.packing import file_sha256
 from omics.data.validate import DataReport, read_instructions
 from omics.device import model_dtype
 from omics.evaluate.confidence import true_class_probability
-from omics.evaluate.metrics import score_task, summarize_overall
-from omics.evaluate.parse import extract_answer, normalize_label, parse_prediction
+from omics.evaluate.parse import normalize_label
 from omics.evaluate.report import (
     compare_files,
     ensure_writable,
     format_table,
-    read_predictions,
     write_metrics,
     write_predictions,
     write_text,
 )
-from omics.evaluate.tasks import TaskSpec, build_task_specs, summarize_records
+from omics.evaluate.scoring import _specs, parse_rows, score_rows, training_summary
 
 log = logging.getLogger("omics")
-
-
-def training_summary(train_data: Path | None, metrics_dir: Path) -> dict | None:
-    """Per-task label summary of the training data: from --train-data, else the one the training run saved."""
-    if train_data is not None:
-        return summarize_records(read_instructions(train_data, DataReport(str(train_data))))
-    saved = metrics_dir / "data_report.json"
-    return json.loads(saved.read_text()).get("task_summary") if saved.is_file() else None
-
-
-def parse_rows(rows: list[dict], specs: dict[str, TaskSpec], reasoning: bool) -> None:
-    """Parse every generated text, in place: prediction, valid, format_ok (Stage 3 only)."""
-    for row in rows:
-        answer, format_ok = extract_answer(row["generated"]) if reasoning else (row["generated"], None)
-        row["prediction"] = parse_prediction(answer, specs[row["task"]])
-        row["valid"] = row["prediction"] is not None
-        row["format_ok"] = format_ok
-
-
-def score_rows(rows: list[dict], specs: dict[str, TaskSpec], reasoning: bool) -> tuple[dict, dict]:
-    """Per-task metrics of parsed rows; a row's `probability` (model p of the true class) is used when present."""
-    by_task: dict[str, list[dict]] = defaultdict(list)
-    for row in rows:
-        by_task[row["task"]].append(row)
-    results = {}
-    for task, task_rows in sorted(by_task.items()):
-        spec = specs[task]
-        labels = [normalize_label(r["label"], spec) for r in task_rows]
-        predictions = [r["prediction"] for r in task_rows]
-        read = [r.get("probability") for r in task_rows]
-        probabilities = None
-        if any(p is not None for p in read):  # per sample: the model's p where readable, else hard 1/0
-            probabilities = [p if p is not None else float(pred == label)
-                             for p, pred, label in zip(read, predictions, labels, strict=True)]
-        result = score_task(spec, labels, predictions, probabilities)
-        if spec.type in ("binary", "multiclass"):
-            result["model_probability_share"] = round(sum(p is not None for p in read) / len(read), 4)
-        if reasoning:
-            result["format_compliance"] = round(100 * sum(bool(r["format_ok"]) for r in task_rows) / len(task_rows), 2)
-            lengths = [len(r["generated"].split()) for r in task_rows]
-            result["output_words"] = {"mean": round(statistics.fmean(lengths), 1),
-                                      "median": statistics.median(lengths), "max": max(lengths)}
-        results[task] = result
-    return results, summarize_overall(results)
-
-
-def _specs(rows: list[dict], train_summary: dict | None) -> dict[str, TaskSpec]:
-    eval_summary = summarize_records(rows)
-    return build_task_specs(train_summary or eval_summary, eval_summary if train_summary else None)
 
 
 def _limit(records: list[dict], max_per_task: int | None) -> list[dict]:
@@ -124,8 +68,8 @@ def evaluate_generation(stage: int, args: Any) -> dict:
     prompts = [prompt_text(backend.tokenizer, r["input"], system) for r in records]
     generations = backend.generate(prompts)
     seconds = time.time() - started
-    rows = [{"task": r["task"], "input": r["input"], "label": r["label"], "generated": g.text}
-            for r, g in zip(records, generations, strict=True)]
+    rows = [{"task": r["task"], "input": r["input"], "label": r["label"], "generated": g.text,
+             "output": r.get("output", "")} for r, g in zip(records, generations, strict=True)]
     parse_rows(rows, specs, reasoning=stage == 3)
     for row, generation in zip(rows, generations, strict=True):
         spec = specs[row["task"]]
@@ -156,22 +100,6 @@ def _write_comparison(stage: int, metrics_dir: Path, data_sha: str) -> None:
         table, _ = compare_files({**same, f"stage{stage}": metrics_dir / "metrics.json"})
         print(table)
         write_text(metrics_dir / "comparison.md", table + "\n")
-
-
-def rescore(predictions: Path, train_data: Path | None, out: Path | None) -> dict:
-    """`omics score`: re-parse and re-score a predictions file; no model, no GPU."""
-    rows = read_predictions(predictions)
-    if not rows:
-        raise ValueError(f"{predictions}: no predictions")
-    reasoning = any(r.get("format_ok") is not None for r in rows)
-    specs = _specs(rows, training_summary(train_data, predictions.parent))
-    parse_rows(rows, specs, reasoning)
-    results, overall = score_rows(rows, specs, reasoning)
-    print(format_table(results, overall))
-    if out is None:
-        return {"overall": overall, "tasks": results}
-    write_predictions(out / "predictions.jsonl", rows)
-    return write_metrics(out, results, overall, {"rescored_from": str(predictions)}, tag="rescore")
 
 
 class GenerationEvalCallback(TrainerCallback):
