@@ -175,3 +175,84 @@ def test_taskspec_json_round_trip(spec):
 def test_taskspec_rejects_unknown_type():
     with pytest.raises(ValueError, match="x-y"):
         TaskSpec("x-y", "x", "ranking", "MCC")
+
+
+def out(task: str, label, output: str) -> dict:
+    return {"task": task, "input": "", "output": output, "label": label}
+
+
+def test_tf_h_and_tf_m_are_separate_families():
+    specs = specs_of(rec("tf-h-0", "positive"), rec("tf-h-0", "negative"), rec("tf-m-1", "positive"),
+                     rec("tf-m-1", "negative"))  # fmt: skip
+    assert (specs["tf-h-0"].family, specs["tf-m-1"].family) == ("tf_h", "tf_m")
+    assert (specs["tf-h-0"].type, specs["tf-h-0"].paper_metric) == ("binary", "MCC")
+
+
+def test_fixed_key_order_for_the_papers_multi_output_tasks():
+    # the first label lists dev first: the order stays (hk, dev) / (ON, OFF, ON_OFF), as the paper states them
+    specs = specs_of(
+        rec("enhancer_activity-e", {"dev": 1.0, "hk": 2.0}),
+        rec("ProgrammableRNASwitches-p", {"ON_OFF": 0.3, "OFF": 0.9, "ON": 0.5}),
+    )
+    assert specs["enhancer_activity-e"].keys == ["hk", "dev"]
+    assert specs["ProgrammableRNASwitches-p"].keys == ["ON", "OFF", "ON_OFF"]
+    with pytest.raises(ValueError, match="enhancer_activity-x"):
+        specs_of(rec("enhancer_activity-x", {"a": 1.0, "b": 2.0}))
+
+
+def test_other_multi_output_tasks_take_the_order_their_reference_outputs_state():
+    # labels list a first, but 2 of 3 outputs state b's value first (the third states too few numbers)
+    specs = specs_of(
+        out("new-task", {"a": 1.0, "b": 5.0}, "b is 5.0 and a is 1.0"),
+        out("new-task", {"a": 2.0, "b": 7.5}, "7.49, then 2.01"),
+        out("new-task", {"a": 3.0, "b": 8.0}, "a is 3"),
+    )
+    assert specs["new-task"].keys == ["b", "a"]
+    assert specs_of(rec("other", {"a": 1.0, "b": 2.0}))["other"].keys == ["a", "b"]  # no outputs: label order
+
+
+def test_ec_vocabulary_from_label_strings_of_both_files():
+    specs = specs_of(rec("FunctionEC-e", "EC 2.7.11.1"), eval_records=(rec("FunctionEC-e", "EC 1.1.1.1, EC 3.4.21.-"),))
+    assert specs["FunctionEC-e"].classes == ["1.1.1.1", "2.7.11.1", "3.4.21.-"]
+
+
+def test_binary_class_words_from_reference_outputs():
+    # "dissolves" is only in soluble answers, "clumps" only in insoluble ones; "protein" is in both
+    records = [
+        out("Solubility-s", "soluble", "The protein dissolves."),
+        out("Solubility-s", "soluble", "This protein dissolves well."),
+        out("Solubility-s", "insoluble", "The protein clumps."),
+    ]
+    spec = specs_of(*records)["Solubility-s"]
+    assert (spec.positive_words, spec.negative_words) == (["dissolves", "this", "well"], ["clumps"])
+    # three spellings (yes/true/no): words are not kept per polarity, so no class words
+    three = specs_of(out("x-t", "yes", "sure thing"), out("x-t", "true", "sure"), out("x-t", "no", "nope"))["x-t"]
+    assert (three.type, three.positive_words, three.negative_words) == ("binary", [], [])
+
+
+@pytest.mark.parametrize(
+    ("train", "evaluation", "baseline"),
+    [
+        ([("Stability-a", 1.0), ("Stability-a", 2.0), ("Stability-a", 6.0)], [("Stability-a", 100.0)], 3.0),
+        ([], [("Stability-a", 1.0), ("Stability-a", 5.0)], 3.0),  # no training file: the evaluation labels'
+        ([("emp-x", "positive"), ("emp-x", "negative"), ("emp-x", "negative")], [("emp-x", "positive")], False),
+        ([("NoncodingRNAFamily-n", "tRNA"), ("NoncodingRNAFamily-n", "tRNA"), ("NoncodingRNAFamily-n", "miRNA")],
+         [("NoncodingRNAFamily-n", "miRNA")], "tRNA"),
+        ([("Modification-m", "m6A,Am"), ("Modification-m", ["Am", "m6A"]), ("Modification-m", "none")],
+         [("Modification-m", "none")], ["Am", "m6A"]),
+        ([("enhancer_activity-e", {"hk": 1.0, "dev": 4.0}), ("enhancer_activity-e", {"dev": 2.0, "hk": 3.0})],
+         [], {"hk": 2.0, "dev": 3.0}),
+    ],
+)  # fmt: skip
+def test_baseline_is_the_training_mean_or_majority(train, evaluation, baseline):
+    train_records = [rec(t, v) for t, v in train]
+    eval_records = tuple(rec(t, v) for t, v in evaluation)
+    specs = specs_of(*train_records, eval_records=eval_records) if train else specs_of(*eval_records)
+    assert next(iter(specs.values())).baseline == baseline
+
+
+def test_summaries_saved_before_revision_2_still_load():
+    old = {"n": 2, "kinds": {"number": 2}, "min": 1.0, "max": 3.0, "values": [1.0, 3.0], "keys": None,
+           "key_ranges": {}, "classes": {}, "items": {}, "tags": []}  # fmt: skip
+    spec = build_task_specs({"Stability-a": old}, summarize_records([rec("Stability-a", 5.0)]))["Stability-a"]
+    assert (spec.label_range, spec.baseline) == ((1.0, 5.0), 5.0)  # no training total: the evaluation mean
