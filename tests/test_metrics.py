@@ -326,3 +326,12 @@ def test_summarize_overall():
         "n_tasks": 4,
         "n_examples": 18,
     }
+
+
+def test_spearman_ties_share_their_average_rank():
+    from scipy.stats import spearmanr
+
+    # ranks: labels 1, 2.5, 2.5, 4; predictions 1.5, 1.5, 3, 4 (ties averaged, as scipy's rankdata)
+    labels, preds = [1.0, 2.0, 2.0, 3.0], [1.0, 1.0, 2.0, 3.0]
+    r = score(spec("regression", "Spearman"), labels, preds)
+    assert r["spearman"] == round(100 * spearmanr(labels, preds)[0], 2) == 83.33

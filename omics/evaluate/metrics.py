@@ -1,5 +1,5 @@
 """Scores of one task from normalized labels and parsed predictions (evaluation.md §2–3): the paper
-metric, the Mixed Score, diagnostics and collapse warnings. Pure functions: numpy/scipy, no model.
+metric, the Mixed Score, diagnostics and collapse warnings. Pure functions: numpy only, no model.
 
 Reporting convention: every unitless score (correlations, r², F1, accuracy, precision, recall, MCC,
 AUC, Fmax, paper metric, Mixed Score) is ×100 and rounded to 2 decimals, like the paper's tables;
@@ -15,7 +15,6 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
 from omics.evaluate.parse import is_valid_number
 from omics.evaluate.tasks import FAMILIES, PAPER_COLUMNS, TaskSpec, binary_mapping, pooled_family
@@ -58,8 +57,17 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float | None:
     return float(np.clip(np.corrcoef(x, y)[0, 1], -1.0, 1.0))
 
 
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks from 1, ties sharing their average rank (scipy's rankdata, without importing scipy.stats)."""
+    order = np.argsort(x, kind="stable")
+    _, first, counts = np.unique(x[order], return_index=True, return_counts=True)
+    ranks = np.empty(len(x))
+    ranks[order] = np.repeat(first + (counts + 1) / 2, counts)
+    return ranks
+
+
 def _spearman(x: np.ndarray, y: np.ndarray) -> float | None:
-    return None if len(x) < 2 else _pearson(rankdata(x), rankdata(y))
+    return None if len(x) < 2 else _pearson(_ranks(x), _ranks(y))
 
 
 def _mixed(mae: float, range_mae: float, f1: float = 1.0) -> float:

@@ -86,51 +86,43 @@ def is_valid_number(x: Any) -> bool:
     return not isinstance(x, bool) and isinstance(x, int | float) and math.isfinite(x)
 
 
-@lru_cache(maxsize=4096)
-def _name_pattern(name: str, ignore_case: bool, plural: bool = False) -> re.Pattern[str]:
-    """Whole-word pattern for a class name; `_`, `-` and spaces inside it match one another; with
-    `plural`, a trailing `s` too (`tRNAs` → tRNA)."""
+def _name_body(name: str, plural: bool) -> str:
+    """A class name as a pattern: `_`, `-` and spaces inside it match one another; with `plural`, a
+    trailing `s` too (`tRNAs` → tRNA)."""
     parts = [re.escape(p) for p in re.split(r"[\s_-]+", name.strip()) if p]
-    body = r"[\s_-]+".join(parts) + ("s?" if plural else "")
-    return re.compile(rf"(?<![A-Za-z0-9]){body}(?![A-Za-z0-9])", re.I if ignore_case else 0)
+    return r"[\s_-]+".join(parts) + ("s?" if plural else "")
 
 
 @lru_cache(maxsize=1024)
-def _words_pattern(words: tuple[str, ...]) -> re.Pattern[str] | None:
-    """One case-insensitive whole-word pattern for a task's class words (one search, however many)."""
-    if not words:
+def _names_pattern(
+    classes: tuple[str, ...], ignore_case: bool, plural: bool
+) -> tuple[re.Pattern[str], list[str]] | None:
+    """One whole-word pattern for all of a task's class names, longest first, and the names by group: at
+    any position the longest name wins, so `miRNA` is not also found inside `pre-miRNA`."""
+    names = sorted({c for c in classes if re.search(r"[A-Za-z0-9]", c)}, key=lambda c: (-len(c), c))
+    if not names:
         return None
-    alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
-    return re.compile(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])", re.I)
+    body = "|".join(f"(?P<c{i}>{_name_body(name, plural)})" for i, name in enumerate(names))
+    return re.compile(rf"(?<![A-Za-z0-9])(?:{body})(?![A-Za-z0-9])", re.I if ignore_case else 0), names
 
 
-def _longest_first(classes: list[str] | tuple[str, ...]) -> list[str]:
-    return sorted({c for c in classes if re.search(r"[A-Za-z0-9]", c)}, key=lambda c: (-len(c), c))
-
-
-def _find_names(
-    text: str, classes: list[str] | tuple[str, ...], first_only: bool, plural: bool = False
-) -> list[str]:
-    """Class names found in the text, longest first, each match masking the text it covers (so `miRNA`
-    is not also found inside `pre-miRNA`). Exact-case matches win: only if none is found is the
-    text searched case-insensitively, which keeps `Am`/`Um` classes from matching "I am" / "um"."""
+def _find_names(text: str, classes: list[str] | tuple[str, ...], plural: bool = False) -> list[str]:
+    """Class names found in the text, longest first. Exact-case matches win: only if none is found is
+    the text searched case-insensitively, which keeps `Am`/`Um` classes from matching "I am" / "um"."""
     for ignore_case in (False, True):
-        found, masked = [], text
-        for name in _longest_first(classes):
-            pattern = _name_pattern(name, ignore_case, plural)
-            if pattern.search(masked):
-                found.append(name)
-                if first_only:
-                    return found
-                masked = pattern.sub(lambda m: " " * len(m.group()), masked)
+        compiled = _names_pattern(tuple(classes), ignore_case, plural)
+        if compiled is None:
+            return []
+        pattern, names = compiled
+        found = {names[int(m.lastgroup[1:])] for m in pattern.finditer(text)}
         if found:
-            return found
+            return sorted(found, key=lambda c: (-len(c), c))
     return []
 
 
 def parse_class(text: str, classes: list[str]) -> str | None:
     """Multi-class: the longest known class name in the text (whole words, or + plural s); None if none."""
-    found = _find_names(text, classes, first_only=True, plural=True)
+    found = _find_names(text, classes, plural=True)
     return found[0] if found else None
 
 
@@ -142,7 +134,7 @@ def parse_labels(text: str, classes: list[str], ec_numbers: bool = False) -> lis
     if ec_numbers:
         vocabulary = set(classes)
         return sorted({ec for ec in EC_NUMBER.findall(text) if ec in vocabulary}) or None
-    found = sorted(_find_names(text, classes, False))
+    found = sorted(_find_names(text, classes))
     if not found and "none" in classes and _NEGATIVE.search(text):
         return ["none"]
     return found or None
@@ -163,12 +155,23 @@ def parse_binary(
         return False
     if _POSITIVE.search(text):
         return True
-    custom = {s: v for s, v in (binary_mapping(classes) or {}).items() if s not in POSITIVE_WORDS | NEGATIVE_WORDS}
-    for value, words in ((False, negative_words), (True, positive_words)):
-        pattern = _words_pattern(tuple(sorted({*words, *(s for s, v in custom.items() if v is value)})))
+    for value, pattern in zip((False, True), _class_words(tuple(classes), negative_words, positive_words), strict=True):
         if pattern is not None and pattern.search(text):
             return value
     return None
+
+
+@lru_cache(maxsize=1024)
+def _class_words(
+    classes: tuple[str, ...], negative_words: tuple[str, ...], positive_words: tuple[str, ...]
+) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None]:
+    """(negative, positive) patterns of a binary task's own words: its polar spellings and class words."""
+    custom = {s: v for s, v in (binary_mapping(classes) or {}).items() if s not in POSITIVE_WORDS | NEGATIVE_WORDS}
+    patterns = []
+    for value, words in ((False, negative_words), (True, positive_words)):
+        compiled = _names_pattern(tuple({*words, *(s for s, v in custom.items() if v is value)}), True, False)
+        patterns.append(None if compiled is None else compiled[0])
+    return patterns[0], patterns[1]
 
 
 def parse_prediction(text: str, spec: TaskSpec) -> Any:

@@ -328,9 +328,19 @@ class LabelSummary:
         else:
             spelling = label_spelling(label)
             self.classes[spelling] = self.classes.get(spelling, 0) + 1
-        if kind in ("number", "bool", "string") and output:
-            spelling = label_spelling(value if kind == "number" else label)
-            self._add_words({spelling: dict.fromkeys(set(_WORD.findall(output.lower())), 1)}, {spelling: 1})
+        if kind in ("number", "bool", "string") and output and self.words is not None:
+            self._add_output_words(label_spelling(value if kind == "number" else label), output)
+
+    def _add_output_words(self, spelling: str, output: str) -> None:
+        counts = self.words.get(spelling) if self.words is not None else None
+        if counts is None:
+            if self.words is None or len(self.words) == 2:
+                self.words = None
+                return
+            counts = self.words[spelling] = {}
+        for word in set(_WORD.findall(output.lower())):
+            counts[word] = counts.get(word, 0) + 1
+        self.outputs[spelling] = self.outputs.get(spelling, 0) + 1
 
     def merge(self, other: LabelSummary) -> LabelSummary:
         """A new summary of both label streams (e.g. training and evaluation files)."""
