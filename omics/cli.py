@@ -68,9 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub = stage_parser.add_subparsers(dest="action", required=True)
         _train_parser(sub, stage)
         _evaluate_parser(sub, stage)
-    score = commands.add_parser("score", help="re-score a predictions file (no model, no GPU)")
-    score.add_argument("--predictions", type=Path, required=True)
-    score.add_argument("--train-data", type=Path, help="training file: label ranges and class names")
+    score = commands.add_parser("score", help="score anyone's answers (no model, no GPU, no torch)")
+    score.add_argument("--predictions", type=Path, required=True,
+                       help="our predictions.jsonl, or the paper evaluator's .jsonl (task, label, model_output|result)")
+    score.add_argument("--train-data", type=Path, help="training file: ranges, class and EC vocabularies, baselines")
     score.add_argument("--out", type=Path, help="directory for metrics.json/metrics.md (default: print only)")
     score.add_argument("--overwrite", action="store_true", help="replace results in --out")
     compare = commands.add_parser("compare", help="per-task deltas between evaluated stages")

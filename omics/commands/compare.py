@@ -1,4 +1,5 @@
-"""`omics compare --stages 2 3`: per-task Mixed Score and paper metric of each stage, with deltas."""
+"""`omics compare --stages 2 3`: per-task Mixed Score and paper metric of each stage, and the paper table per
+stage beside the paper's S12/S123 values, with deltas."""
 
 from __future__ import annotations
 

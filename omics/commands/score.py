@@ -1,4 +1,5 @@
-"""`omics score --predictions FILE`: recompute every metric from stored predictions, without a model."""
+"""`omics score --predictions FILE`: every metric from stored answers (ours or the paper evaluator's format),
+without a model and without torch."""
 
 from __future__ import annotations
 
