@@ -10,15 +10,16 @@ from omics.sequences import (
     PROTEIN,
     RNA,
     TAG_PATTERN,
-    clean_line,
     detect_molecule,
+    sequence_or_reason,
     wrap,
 )
 
 
 def detect(line: str):
-    """What a reader does with one raw line."""
-    return detect_molecule(clean_line(line))
+    """What a reader does with one raw line: its molecule, or None."""
+    got = sequence_or_reason(line)
+    return None if isinstance(got, str) else got[1]
 
 
 @pytest.mark.parametrize(
@@ -102,7 +103,7 @@ def test_junk_is_none(line):
 
 def test_detect_expects_upper_case():
     assert detect_molecule("acgt") is None
-    assert detect_molecule(clean_line("acgt")) == "dna"
+    assert detect("acgt") == "dna"
 
 
 def test_alphabets():
