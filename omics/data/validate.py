@@ -110,7 +110,8 @@ def _encoding(path: Path) -> str:
 
 
 def _decoded(path: Path, encoding: str) -> Iterator[tuple[int, str, int]]:
-    """(line number, text, bytes read) per line; a line that does not decode is named."""
+    """(line number, text, bytes read) per line; a UTF-8 line that does not decode is named (UTF-16/32 decode
+    in blocks, so there the error says how many lines were read)."""
     if encoding == "utf-8":
         with path.open("rb") as handle:
             for lineno, raw in enumerate(handle, 1):
@@ -129,8 +130,8 @@ def _decoded(path: Path, encoding: str) -> Iterator[tuple[int, str, int]]:
             for lineno, line in enumerate(handle, 1):
                 yield lineno, line, width * len(line)
     except UnicodeDecodeError as err:
-        raise DataError(f"{path}:{lineno + 1}: not valid {encoding.upper()} text ({err.reason}); "
-                        "convert the file to UTF-8.") from None
+        raise DataError(f"{path}: not valid {encoding.upper()} text ({err.reason}; {lineno:,} lines read before "
+                        "it); convert the file to UTF-8.") from None
 
 
 def _lines(path: Path, report: DataReport) -> Iterator[tuple[int, str]]:
@@ -208,10 +209,20 @@ def read_sequences(path: str | Path, report: DataReport) -> Iterator[tuple[str, 
     _finish(report, "FASTA record" if report.format == "fasta" else "sequence")
 
 
+def _spells_non_finite(text: str) -> bool:
+    """How pandas and spreadsheets write a missing number: "NaN", "inf", "-Infinity"."""
+    try:
+        return not math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
 def _label_problem(label: Any) -> str | None:
     """None when the label is a number, bool, non-empty string, list of strings, or object of numbers."""
     if label is None:
         return "label is null"
+    if isinstance(label, str) and _spells_non_finite(label):
+        return "label is not a finite number (NaN or infinity written as text)"
     if isinstance(label, bool | str):
         return None if label != "" else "label is an empty string"
     if isinstance(label, int | float):
