@@ -310,3 +310,12 @@ def test_stage2_evaluate_flags_unseen_and_small_tasks(stage2_run):
     (warning,) = meta["task_warnings"]
     assert warning.startswith("task unseen: not in the training data") and "test labels only" in warning
     assert any(line.startswith("task unseen: not in the training data") for line in logs["evaluate"])
+
+
+def test_evaluate_train_data_summary_leaves_out_conflicting_labels(write_file):
+    from omics.data.instructions import training_label_summary
+    from omics.evaluate.tasks import build_task_specs
+
+    path = jsonl(write_file, "t.jsonl", [("reg", 0.5), ("reg", 7), ("reg", "high")])
+    summary = training_label_summary(path)
+    assert summary["reg"]["n"] == 2 and build_task_specs(summary)["reg"].type == "regression"

@@ -180,6 +180,17 @@ def _consistent_labels(records: Iterable[dict], kept: dict[str, tuple[str, ...]]
         report.drop(record["line"], problem, task)
 
 
+def training_label_summary(path: str | Path) -> dict[str, dict]:
+    """Per-task label summary of a training file as training saw it (labels contradicting their task left
+    out), for evaluating with --train-data."""
+    kept, _ = label_kinds_kept(read_instructions(path, DataReport(str(path))))
+    summaries: dict[str, LabelSummary] = {}
+    for _ in _consistent_labels(read_instructions(path, DataReport(str(path))), kept, summaries, path, TrainConfig(),
+                                DataReport(str(path))):
+        pass
+    return {task: s.to_dict() for task, s in sorted(summaries.items())}
+
+
 def task_warnings(train_summary: dict | None, tasks: Iterable[str] | None = None) -> list[str]:
     """What makes some tasks' scores mean less than they seem: few training examples, or none at all.
 

@@ -18,7 +18,7 @@ import torch
 from transformers import TrainerCallback
 
 from omics.config import SYSTEM_PROMPT
-from omics.data.instructions import prompt_text, task_warnings
+from omics.data.instructions import prompt_text, task_warnings, training_label_summary
 from omics.data.packing import file_sha256
 from omics.data.validate import DataReport, read_instructions
 from omics.device import model_dtype
@@ -42,7 +42,7 @@ log = logging.getLogger("omics")
 def training_summary(train_data: Path | None, metrics_dir: Path) -> dict | None:
     """Per-task label summary of the training data: from --train-data, else the one the training run saved."""
     if train_data is not None:
-        return summarize_records(read_instructions(train_data, DataReport(str(train_data))))
+        return training_label_summary(train_data)
     saved = metrics_dir / "data_report.json"
     return json.loads(saved.read_text()).get("task_summary") if saved.is_file() else None
 
