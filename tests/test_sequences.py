@@ -6,10 +6,13 @@ import pytest
 
 from omics.sequences import (
     DNA,
+    FASTA_HEADER,
     IUPAC_AMBIGUITY,
+    OUTSIDE_ALPHABETS,
     PROTEIN,
     RNA,
     TAG_PATTERN,
+    TEXT,
     detect_molecule,
     sequence_or_reason,
     wrap,
@@ -124,3 +127,23 @@ def test_wrap_spelling():
     assert wrap("ACGT", "dna") == "<dna>ACGT<dna>"
     assert TAG_PATTERN.findall("x <dna>AC<dna> y <protein>MK<protein>") == [("dna", "AC"), ("protein", "MK")]
     assert TAG_PATTERN.search("<dna>AC<rna>") is None  # tags must match
+
+
+@pytest.mark.parametrize("line", [
+    "This is a header line", "# comment", "HELLO WORLD", "hello, world", "Sequence", "sequence", "SEQUENCE",
+    "protein", "HelloWorld", "MkVlAaG", "ACGT-ACGT", "1 acgtacgt acgt", "ACGT.", "*",
+])
+def test_text_lines_are_not_sequences(line):
+    assert sequence_or_reason(line) == TEXT
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("ACGTacgtnnACGT", ("ACGTACGTNNACGT", "dna")),  # soft-masked DNA keeps its mixed case
+    ("mkvlaag", ("MKVLAAG", "protein")),
+    ("MKV*", ("MKV*", "protein")),
+    ("HELLOWORLD", ("HELLOWORLD", "protein")),  # the documented limit: 25 of 26 letters are amino acids
+    ("MKJLV", OUTSIDE_ALPHABETS),
+    (">sp|P1", FASTA_HEADER),
+])
+def test_sequence_or_reason(line, expected):
+    assert sequence_or_reason(line) == expected
