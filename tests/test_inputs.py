@@ -204,22 +204,24 @@ def test_tokenised_data_cache_follows_data_and_tokenizer(tiny_model, tmp_path, m
     from omics.train import build_dataset
 
     monkeypatch.chdir(tmp_path)
-    model = Path(shutil.copytree(tiny_model, tmp_path / "model"))
-    data = tmp_path / "seqs.txt"
-    config = TrainConfig(max_length=64)
+    model = tmp_path / "tokenizer"
+    model.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy2(tiny_model / name, model / name)
+    data, config, tokenizer = tmp_path / "seqs.txt", TrainConfig(max_length=64), load_tokenizer(model, chat=False)
 
     def cache_dirs() -> set[str]:
-        build_dataset(recipe(), data, load_tokenizer(model, chat=False), config, {})
+        build_dataset(recipe(), data, tokenizer, config, {})
         return {p.name for p in (tmp_path / "archive" / "cache").iterdir()}
 
     data.write_text("ACGTACGT\n")
     first = cache_dirs()
     assert cache_dirs() == first  # same data and tokenizer: the cache is reused
     data.write_text("ACGTACGA\n")
-    second = cache_dirs()
-    assert len(second) == 2
+    assert len(cache_dirs()) == 2
     config_file = model / "tokenizer_config.json"
     config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "model_max_length": 77}))
+    tokenizer = load_tokenizer(model, chat=False)
     assert len(cache_dirs()) == 3
 
 
@@ -233,7 +235,6 @@ def read_json(path: Path) -> dict:
 def test_stage1_evaluate_base_cache_notices_new_weights(tiny_model, tmp_path, monkeypatch, write_file):
     """FASTA read by the likelihood evaluation; the base model's cached likelihood is recomputed when its
     weight file is rewritten (before: the key was config.json alone, so new weights reused the old numbers)."""
-    import torch
     from safetensors.torch import load_file, save_file
 
     base = Path(shutil.copytree(tiny_model, tmp_path / "base"))
@@ -247,7 +248,6 @@ def test_stage1_evaluate_base_cache_notices_new_weights(tiny_model, tmp_path, mo
     weights = load_file(base / "model.safetensors")
     weights["lm_head.weight"] = weights["lm_head.weight"] * 2
     save_file(weights, base / "model.safetensors", metadata={"format": "pt"})
-    torch.manual_seed(0)
     assert cli(monkeypatch, tmp_path, *args, "--overwrite") == 0
     second = read_json(tmp_path / "m" / "likelihood.json")["results"]
     assert second["trained"] == first["trained"] and second["base"] != first["base"]
