@@ -45,7 +45,7 @@ def detect_molecule(sequence: str) -> Molecule | None:
     if not sequence:
         return None
     letters = set(sequence)
-    core = sum(1 for ch in sequence if ch in CORE_NUCLEOTIDES)
+    core = sum(map(sequence.count, CORE_NUCLEOTIDES))
     if core >= NUCLEIC_MIN_CORE_FRACTION * len(sequence):
         if "U" in letters and "T" not in letters and letters <= RNA:
             return "rna"
@@ -59,7 +59,7 @@ def sequence_or_reason(line: str) -> tuple[str, Molecule] | str:
     text = line.strip()
     if text.startswith(">"):
         return FASTA_HEADER
-    if not all(ch.isalpha() or ch == "*" for ch in text):
+    if not text.replace("*", "").isalpha():
         return TEXT
     sequence = text.upper()
     molecule = detect_molecule(sequence)

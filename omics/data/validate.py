@@ -175,13 +175,13 @@ def _fasta_records(lines: Iterator[tuple[int, str]], report: DataReport
             continue
         if header:
             report.records += 1
-            sequence = "".join(parts)
-            molecule = detect_molecule(sequence)
             if problem:
                 yield problem
-            elif not sequence:
+            elif not parts:
                 yield header, "FASTA record without a sequence"
             else:
+                sequence = "".join(parts)
+                molecule = detect_molecule(sequence)
                 yield header, (sequence, molecule) if molecule else OUTSIDE_ALPHABETS
         header, parts, problem = lineno, [], None
 
