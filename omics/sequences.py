@@ -1,4 +1,13 @@
-"""Molecule alphabets, detection and validation of one sequence line, and the paper's sequence tags."""
+"""Molecule alphabets, detection and validation of one sequence line, and the paper's sequence tags.
+
+What is a sequence line (`sequence_or_reason`): once its surrounding whitespace is stripped, only letters
+(and `*`, the stop symbol); one case throughout, except soft-masked DNA/RNA (repeats in lower case); not one
+of the words a column header uses (`sequence`, `protein`, ...); and every letter in the DNA, RNA or protein
+alphabet. Anything else is text: a space inside, a digit or punctuation (`# comment`, `This is a header
+line`, `ACGT-ACGT`), a mixed-case word (`Sequence`, `HelloWorld`). The protein alphabet holds 25 of the 26
+letters (all but J), so a single all-capital English word is a valid protein string: beyond the header
+words it cannot be told from a peptide by its letters and is read as one.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +25,13 @@ CORE_NUCLEOTIDES = set("ACGTUN")
 # Every IUPAC code is also an amino-acid letter, so a line is called nucleic only when it is mostly A/C/G/T/U/N.
 NUCLEIC_MIN_CORE_FRACTION = 0.9
 
+TEXT = "text, not a sequence (spaces, digits, punctuation, mixed case or a column name)"
+OUTSIDE_ALPHABETS = "letters outside the DNA, RNA and protein alphabets"
+FASTA_HEADER = "FASTA header (only sequence lines are read)"
+# column names and words that head a sequence list, each made of amino-acid letters only
+HEADER_WORDS = frozenset({"SEQ", "SEQS", "SEQUENCE", "SEQUENCES", "PROTEIN", "PROTEINS", "PEPTIDE", "DNA", "RNA",
+                          "NAME", "ID", "LABEL", "TARGET", "INPUT", "TEXT", "DATA", "HEADER"})
+
 TAG_PATTERN = re.compile(r"<(dna|rna|protein)>(.*?)<\1>", re.DOTALL)
 
 
@@ -29,7 +45,7 @@ def detect_molecule(sequence: str) -> Molecule | None:
     if not sequence:
         return None
     letters = set(sequence)
-    core = sum(1 for ch in sequence if ch in CORE_NUCLEOTIDES)
+    core = sum(map(sequence.count, CORE_NUCLEOTIDES))
     if core >= NUCLEIC_MIN_CORE_FRACTION * len(sequence):
         if "U" in letters and "T" not in letters and letters <= RNA:
             return "rna"
@@ -38,9 +54,18 @@ def detect_molecule(sequence: str) -> Molecule | None:
     return "protein" if letters <= PROTEIN else None
 
 
-def clean_line(line: str) -> str:
-    """Normalise one input line: surrounding whitespace dropped, lower case accepted."""
-    return line.strip().upper()
+def sequence_or_reason(line: str) -> tuple[str, Molecule] | str:
+    """(upper-case sequence, molecule) of one line, or why it is not a sequence (see the module docstring)."""
+    text = line.strip()
+    if text.startswith(">"):
+        return FASTA_HEADER
+    if not text.replace("*", "").isalpha():
+        return TEXT
+    sequence = text.upper()
+    molecule = detect_molecule(sequence)
+    if sequence in HEADER_WORDS or (molecule == "protein" and not (text.isupper() or text.islower())):
+        return TEXT
+    return OUTSIDE_ALPHABETS if molecule is None else (sequence, molecule)
 
 
 def wrap(sequence: str, molecule: Molecule) -> str:

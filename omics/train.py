@@ -24,7 +24,15 @@ from transformers.integrations import TensorBoardCallback
 
 from omics import paths
 from omics.config import TrainConfig, load_config
-from omics.data.packing import Example, PackedCollator, cache_key, cached_blocks, file_sha256, pack
+from omics.data.packing import (
+    Example,
+    PackedCollator,
+    cache_key,
+    cached_blocks,
+    file_sha256,
+    pack,
+    tokenizer_fingerprint,
+)
 from omics.data.validate import DataReport
 from omics.device import describe, liger_available, use_cuda
 from omics.evaluate.report import write_json
@@ -42,7 +50,7 @@ from omics.model import (
 from omics.optim import StepInBackward, make_optimizer
 
 log = logging.getLogger("omics")
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 # every config key that changes the tokenised data: all of them are part of the cache key
 DATA_KEYS = ("max_length", "wrap_tags", "task_prefix_fraction", "system_prompt", "replay_ratio", "seed",
              "on_bad_line", "on_bad_reasoning")
@@ -160,7 +168,7 @@ def build_dataset(recipe: Recipe, path: Path, tokenizer, config: TrainConfig, ex
     """Tokenised, packed blocks of one data file, cached by content, tokenizer and the settings that matter."""
     key = cache_key(
         version=CACHE_VERSION, stage=recipe.stage, data=file_sha256(path),
-        extra={k: file_sha256(v) for k, v in extra.items()}, tokenizer=len(tokenizer),
+        extra={k: file_sha256(v) for k, v in extra.items()}, tokenizer=tokenizer_fingerprint(tokenizer.name_or_path),
         template=tokenizer.chat_template, **{k: getattr(config, k) for k in DATA_KEYS},
     )
     report = DataReport(str(path))
@@ -175,6 +183,8 @@ def build_dataset(recipe: Recipe, path: Path, tokenizer, config: TrainConfig, ex
         finish,
     )
     log.info("data: %s", stored["summary"])
+    for warning in stored["report"]["warnings"]:
+        log.warning("data %s: %s", path.name, warning)
     return blocks, stored
 
 

@@ -14,9 +14,9 @@ from datasets.table import MemoryMappedTable
 from omics.data.packing import IGNORE, PackedCollator, cached_blocks, pack
 from omics.data.pretrain import pretrain_examples, sequence_windows
 from omics.data.validate import MAX_EXAMPLES_PER_REASON, DataError, DataReport, read_instructions, read_sequences
-
-LETTERS = "letters outside the DNA, RNA and protein alphabets"
-FASTA = "FASTA header (only sequence lines are read)"
+from omics.sequences import FASTA_HEADER as FASTA
+from omics.sequences import OUTSIDE_ALPHABETS as LETTERS
+from omics.sequences import TEXT
 
 
 def sequences(path: Path) -> tuple[list[tuple[str, str]], DataReport]:
@@ -37,33 +37,34 @@ def test_read_sequences_counts_blank_and_bad_lines(write_file):
         "ACGTACGT",  # 1
         "",  # 2 blank
         "MKVLAAG*",  # 3
-        "hello 123",  # 4 bad
+        "hello 123",  # 4 text
         "   \t",  # 5 blank (whitespace only)
-        ">seq1 description",  # 6 FASTA header
+        ">seq1 description",  # 6 FASTA header (not the first line: a one-per-line file)
         "acguacgu",  # 7 lower-case RNA
-        "ACGT-ACGT",  # 8 bad (gap)
+        "ACGT-ACGT",  # 8 text (gap)
         "ACGTNACGTA",  # 9
+        "MKJLV",  # 10 J is in no alphabet
     ])
     got, report = sequences(path)
     assert got == [("ACGTACGT", "dna"), ("MKVLAAG*", "protein"), ("ACGUACGU", "rna"), ("ACGTNACGTA", "dna")]
-    assert (report.lines, report.blank, report.valid) == (9, 2, 4)
-    assert report.skipped == {LETTERS: 2, FASTA: 1}
-    assert report.examples == {LETTERS: [4, 8], FASTA: [6]}
+    assert (report.lines, report.blank, report.valid) == (10, 2, 4)
+    assert report.skipped == {TEXT: 2, FASTA: 1, LETTERS: 1}
+    assert report.examples == {TEXT: [4, 8], FASTA: [6], LETTERS: [10]}
     assert report.molecules == {"dna": 2, "protein": 1, "rna": 1}
     assert report.residues == {"dna": 18, "protein": 8, "rna": 8}
     doc = report.to_dict()
-    assert doc["skipped"] == 3 and doc["blank_lines"] == 2
-    assert doc["first_skipped_lines"] == {LETTERS: [4, 8], FASTA: [6]}
+    assert doc["skipped"] == 4 and doc["blank_lines"] == 2 and doc["format"] == "lines"
+    assert doc["first_skipped_lines"] == {TEXT: [4, 8], FASTA: [6], LETTERS: [10]}
     json.dumps(doc)  # serialisable as written to data_report.json
-    assert "4 valid of 9 lines" in report.summary() and "[4, 8]" in report.summary()
+    assert "4 valid of 10 lines" in report.summary() and "[4, 8]" in report.summary()
 
 
 def test_read_sequences_keeps_only_the_first_bad_line_numbers(write_file):
     lines = ["ACGT"] + ["not a sequence"] * (MAX_EXAMPLES_PER_REASON + 5)
     got, report = sequences(write_file("many_bad.txt", lines))
     assert len(got) == 1
-    assert report.skipped[LETTERS] == MAX_EXAMPLES_PER_REASON + 5
-    assert report.examples[LETTERS] == list(range(2, 2 + MAX_EXAMPLES_PER_REASON))
+    assert report.skipped[TEXT] == MAX_EXAMPLES_PER_REASON + 5
+    assert report.examples[TEXT] == list(range(2, 2 + MAX_EXAMPLES_PER_REASON))
 
 
 def test_read_sequences_crlf_and_no_final_newline(write_file):
@@ -432,7 +433,7 @@ def test_pretrain_examples_train_on_every_token(write_file, tokenizer):
     report = DataReport(str(path))
     examples = list(pretrain_examples(path, tokenizer, 12, False, report))
     assert all(ids == labels for ids, labels in examples)
-    assert report.valid == 2 and report.skipped[LETTERS] == 1
+    assert report.valid == 2 and report.skipped[TEXT] == 1
 
 
 def test_sequence_windows_residues_sum_when_rounding(write_file, tokenizer):

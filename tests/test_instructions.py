@@ -150,19 +150,34 @@ def test_long_example_is_cut_inside_its_longest_sequence(chat_tokenizer, tmp_pat
                                                         tokenize=True)["input_ids"]
 
 
-def test_example_that_cannot_fit_is_skipped_with_its_line(chat_tokenizer, tmp_path):
-    untagged = {"input": "Describe this: " + "word " * 400, "output": "ok", "label": "positive", "task": "emp-x"}
-    long_answer = {"input": "<dna>ACGT<dna> Explain.", "output": "long " * 400, "label": "negative",
+def test_example_no_sequence_cut_can_fit_is_shortened_never_dropped(chat_tokenizer, tmp_path):
+    """No tagged sequence: the question's middle goes; an answer that alone fills max_length loses its middle
+    too (half the room each); several sequences are cut in turn. Every example is kept and counted per task."""
+    untagged = {"input": "Describe this: " + "word " * 400 + "Answer briefly.", "output": "ok", "label": "positive",
+                "task": "emp-x"}
+    long_answer = {"input": "<dna>ACGT<dna> Explain.", "output": "long " * 400 + "The end.", "label": "negative",
                    "task": "emp-x"}
-    path = write_jsonl(tmp_path / "t.jsonl", [RECORDS[0], untagged, RECORDS[1], long_answer])
+    many = {"input": " and ".join(f"<dna>{dna(300, i)}<dna>" for i in range(6)) + " Explain.", "output": "ok",
+            "label": "negative", "task": "emp-y"}
+    path = write_jsonl(tmp_path / "t.jsonl", [RECORDS[0], untagged, RECORDS[1], long_answer, many])
     examples, report, _ = build(path, chat_tokenizer, max_length=256)
-    assert len(examples) == 2
-    assert [chat_tokenizer.decode(split(e)[1]) for e in examples] == [
-        RECORDS[0]["output"] + "<|eot_id|>", RECORDS[1]["output"] + "<|eot_id|>"]
-    assert sum(report.skipped.values()) == 2
-    assert sorted(n for lines in report.examples.values() for n in lines) == [2, 4]
-    assert all("max_length=256" in reason for reason in report.skipped)
+    assert len(examples) == 5 and not report.skipped
     assert all(len(ids) <= 256 for ids, _ in examples)
+    prompt, trained = split(examples[1])
+    assert chat_tokenizer.decode(prompt).endswith(f"Answer briefly.<|eot_id|>{ASSISTANT_HEADER}")
+    assert chat_tokenizer.decode(trained) == "ok<|eot_id|>"
+    prompt, trained = split(examples[3])
+    assert chat_tokenizer.decode(prompt).endswith(f"Explain.<|eot_id|>{ASSISTANT_HEADER}")
+    answer = chat_tokenizer.decode(trained)
+    assert answer.startswith("long long") and answer.endswith("The end.<|eot_id|>") and len(trained) > 64
+    assert "Explain.<|eot_id|>" in chat_tokenizer.decode(split(examples[4])[0])
+    assert report.shortened == {"emp-x": {"question": 1, "answer": 1}, "emp-y": {"sequence": 1}}
+    assert report.to_dict()["shortened"] == {"emp-x": {"question": 1, "answer": 1}, "emp-y": {"sequence": 1}}
+
+
+def test_max_length_below_the_fixed_prompt_is_refused(chat_tokenizer, tmp_path):
+    with pytest.raises(DataError, match="max_length=16 leaves no room.*system prompt"):
+        build(write_jsonl(tmp_path / "t.jsonl", RECORDS[:1]), chat_tokenizer, max_length=16)
 
 
 # --------------------------------------------------------------------------------------- task prefix

@@ -6,19 +6,23 @@ import pytest
 
 from omics.sequences import (
     DNA,
+    FASTA_HEADER,
     IUPAC_AMBIGUITY,
+    OUTSIDE_ALPHABETS,
     PROTEIN,
     RNA,
     TAG_PATTERN,
-    clean_line,
+    TEXT,
     detect_molecule,
+    sequence_or_reason,
     wrap,
 )
 
 
 def detect(line: str):
-    """What a reader does with one raw line."""
-    return detect_molecule(clean_line(line))
+    """What a reader does with one raw line: its molecule, or None."""
+    got = sequence_or_reason(line)
+    return None if isinstance(got, str) else got[1]
 
 
 @pytest.mark.parametrize(
@@ -102,7 +106,7 @@ def test_junk_is_none(line):
 
 def test_detect_expects_upper_case():
     assert detect_molecule("acgt") is None
-    assert detect_molecule(clean_line("acgt")) == "dna"
+    assert detect("acgt") == "dna"
 
 
 def test_alphabets():
@@ -123,3 +127,23 @@ def test_wrap_spelling():
     assert wrap("ACGT", "dna") == "<dna>ACGT<dna>"
     assert TAG_PATTERN.findall("x <dna>AC<dna> y <protein>MK<protein>") == [("dna", "AC"), ("protein", "MK")]
     assert TAG_PATTERN.search("<dna>AC<rna>") is None  # tags must match
+
+
+@pytest.mark.parametrize("line", [
+    "This is a header line", "# comment", "HELLO WORLD", "hello, world", "Sequence", "sequence", "SEQUENCE",
+    "protein", "HelloWorld", "MkVlAaG", "ACGT-ACGT", "1 acgtacgt acgt", "ACGT.", "*",
+])
+def test_text_lines_are_not_sequences(line):
+    assert sequence_or_reason(line) == TEXT
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("ACGTacgtnnACGT", ("ACGTACGTNNACGT", "dna")),  # soft-masked DNA keeps its mixed case
+    ("mkvlaag", ("MKVLAAG", "protein")),
+    ("MKV*", ("MKV*", "protein")),
+    ("HELLOWORLD", ("HELLOWORLD", "protein")),  # the documented limit: 25 of 26 letters are amino acids
+    ("MKJLV", OUTSIDE_ALPHABETS),
+    (">sp|P1", FASTA_HEADER),
+])
+def test_sequence_or_reason(line, expected):
+    assert sequence_or_reason(line) == expected

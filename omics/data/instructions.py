@@ -3,7 +3,8 @@
 One function renders a prompt for training and for generation alike (`prompt_text`), through the chat
 template the saved model carries, so training, HF generation, vLLM and other tools see the same tokens.
 An example longer than `max_length` is shortened in the middle of its longest sequence — never by cutting
-the end of the prompt, which would drop the question and the assistant header.
+the end of the prompt, which would drop the question and the assistant header — and never dropped.
+A label whose type contradicts its task's other labels is reported by line before anything is trained.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ import math
 import random
 import zlib
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
+from typing import TypeVar
 
 from transformers import PreTrainedTokenizerBase
 
 from omics.config import TrainConfig
+from omics.data.labels import consistent_labels, label_kinds_kept, task_warnings
 from omics.data.packing import IGNORE, Example
 from omics.data.validate import DataError, DataReport, read_instructions
 from omics.evaluate.parse import has_wellformed_reasoning
@@ -28,6 +31,13 @@ from omics.sequences import TAG_PATTERN
 
 TOKENIZE_BATCH = 512
 MAX_SHORTEN_ROUNDS = 4
+MIN_SEQUENCE_KEPT = 16  # residues a cut sequence keeps: its two ends stay recognisable
+SHORTENED = {
+    "sequence": "examples shortened in the middle of their longest sequence",
+    "question": "examples shortened in the middle of their question (no tagged sequence left to cut)",
+    "answer": "examples shortened in the middle of their answer too (the answer alone nearly fills max_length)",
+}
+Cuttable = TypeVar("Cuttable", str, list[int])
 
 
 def prompt_text(tokenizer: PreTrainedTokenizerBase, question: str, system: str) -> str:
@@ -64,33 +74,49 @@ def with_task_prefix(record: dict, fraction: float, seed: int) -> str:
     return f"[{'Regression' if numeric else 'Classification'}: {record['task']}] {record['input']}"
 
 
+def cut_middle(items: Cuttable, keep: int) -> Cuttable:
+    """`items` without its middle: the first and last `keep` / 2 kept."""
+    return items[: keep // 2] + items[len(items) - (keep - keep // 2):]
+
+
 def shorten_longest_sequence(question: str, excess_tokens: int, tokenizer: PreTrainedTokenizerBase) -> str | None:
-    """Remove the middle of the longest tagged sequence, enough to drop about `excess_tokens` tokens."""
+    """Remove the middle of the longest tagged sequence, enough to drop about `excess_tokens` tokens (down to
+    MIN_SEQUENCE_KEPT residues; the next round takes the next longest); None when none is longer."""
     matches = list(TAG_PATTERN.finditer(question))
     if not matches:
         return None
     longest = max(matches, key=lambda m: len(m.group(2)))
     sequence = longest.group(2)
-    chars_per_token = len(sequence) / max(len(tokenizer(sequence, add_special_tokens=False)["input_ids"]), 1)
-    keep = len(sequence) - math.ceil(excess_tokens * chars_per_token * 1.1) - 2
-    if keep < 16:
+    if len(sequence) <= MIN_SEQUENCE_KEPT:
         return None
-    cut = sequence[: keep // 2] + sequence[len(sequence) - (keep - keep // 2):]
+    chars_per_token = len(sequence) / max(len(tokenizer(sequence, add_special_tokens=False)["input_ids"]), 1)
+    keep = max(MIN_SEQUENCE_KEPT, len(sequence) - math.ceil(excess_tokens * chars_per_token * 1.1) - 2)
     start, end = longest.span(2)
-    return question[:start] + cut + question[end:]
+    return question[:start] + cut_middle(sequence, keep) + question[end:]
 
 
-def _fit(question: str, answer_ids: list[int], encode: PromptEncoder, max_length: int) -> list[int] | None:
-    """Prompt ids that fit next to the answer within max_length (shortened if needed), or None."""
-    for _ in range(MAX_SHORTEN_ROUNDS):
-        prompt_ids = encode([question])[0]
-        excess = len(prompt_ids) + len(answer_ids) - max_length
-        if excess <= 0:
-            return prompt_ids
-        question = shorten_longest_sequence(question, excess, encode.tokenizer)
-        if question is None:
-            return None
-    return None
+def _fit(question: str, answer_ids: list[int], encode: PromptEncoder, max_length: int
+         ) -> tuple[list[int], list[int], str]:
+    """Prompt and answer ids within max_length, and what was cut: the middle of the longest tagged sequence
+    (round after round), else of the question's tokens, else — an answer that alone nearly fills max_length —
+    of the answer's too (half the room each). The end of the prompt and of the answer always stay."""
+    prompt_ids = encode([question])[0]
+    for _ in range(MAX_SHORTEN_ROUNDS + len(TAG_PATTERN.findall(question))):  # each sequence may need its turn
+        if len(prompt_ids) + len(answer_ids) <= max_length:
+            return prompt_ids, answer_ids, "sequence"
+        shorter = shorten_longest_sequence(question, len(prompt_ids) + len(answer_ids) - max_length, encode.tokenizer)
+        if shorter is None:
+            break
+        question, prompt_ids = shorter, encode([shorter])[0]
+    if len(prompt_ids) + len(answer_ids) <= max_length:
+        return prompt_ids, answer_ids, "sequence"
+    head, tail = len(encode.prefix), len(encode.suffix)
+    body, room = prompt_ids[head : len(prompt_ids) - tail], max_length - head - tail
+    body_kept = min(len(body), max(room - len(answer_ids), room // 2))
+    prompt_ids = [*encode.prefix, *cut_middle(body, body_kept), *encode.suffix]
+    if body_kept + len(answer_ids) <= room:
+        return prompt_ids, answer_ids, "question"
+    return prompt_ids, cut_middle(answer_ids, room - body_kept), "answer"
 
 
 def length_stats(lengths: array) -> dict[str, int]:
@@ -109,18 +135,28 @@ def auto_max_length(stats: dict[str, int], multiple: int = 128, cap: int = 4096)
 
 def chat_examples(
     path: str | Path, tokenizer: PreTrainedTokenizerBase, config: TrainConfig, report: DataReport, meta: dict,
-    records: Iterator[dict] | None = None,
+    records: Iterable[dict] | None = None,
 ) -> Iterator[Example]:
     """Tokenised examples: loss on the answer tokens and the end-of-turn token only.
 
-    Fills `meta["task_summary"]` (per task: count, label type, range or classes) for the evaluator.
+    A first pass over the labels finds those of a type their task contradicts (`label_kinds_kept`), so the
+    second leaves them out. Fills `meta["task_summary"]` (per task: count, label type, range or classes) for
+    the evaluator, and the report's per-task shortening counts and warnings.
     """
     eot = end_of_turn_id(tokenizer)
     encode = PromptEncoder(tokenizer, config.system_prompt)
+    fixed = len(encode.prefix) + len(encode.suffix)
+    if config.max_length < fixed + 2:
+        raise DataError(f"max_length={config.max_length} leaves no room for a question and an answer beside the "
+                        f"prompt's fixed part ({fixed} tokens: system prompt and chat headers); raise max_length")
+    records = None if records is None else list(records)
+    kept, unusable = label_kinds_kept(records if records is not None else
+                                      read_instructions(path, DataReport(str(path)), config.on_bad_line))
     summaries: dict[str, LabelSummary] = {}
     lengths = array("I")
-    records = records if records is not None else read_instructions(path, report, config.on_bad_line)
-    while batch := list(islice(records, TOKENIZE_BATCH)):
+    stream = iter(records) if records is not None else read_instructions(path, report, config.on_bad_line)
+    consistent = consistent_labels(stream, kept, summaries, path, config, report)
+    while batch := list(islice(consistent, TOKENIZE_BATCH)):
         questions = [with_task_prefix(r, config.task_prefix_fraction, config.seed) for r in batch]
         encoded_prompts = encode(questions)
         answers = tokenizer([r["output"].strip() for r in batch], add_special_tokens=False)["input_ids"]
@@ -129,24 +165,14 @@ def chat_examples(
             lengths.append(len(prompt_ids) + len(answer_ids))
             if lengths[-1] > config.max_length:
                 report.notes[f"examples longer than max_length={config.max_length}"] += 1
-                prompt_ids = _fit(question, answer_ids, encode, config.max_length)
-                if prompt_ids is None:
-                    report.drop(record["line"], f"longer than max_length={config.max_length} even after shortening",
-                                record["task"])
-                    continue
-                report.notes["examples shortened in the middle of their longest sequence"] += 1
-            summary = summaries.setdefault(record["task"], LabelSummary(record["task"]))
-            try:
-                summary.add(record["label"], record["input"])
-            except ValueError as err:  # a label of another kind than the task's earlier ones
-                if config.on_bad_line == "stop":
-                    raise DataError(f"{path}:{record['line']}: {err}. Fix the label, or pass --set "
-                                    "on_bad_line=skip to skip such lines with a report.") from None
-                report.drop(record["line"], "label of another type than the task's other labels", record["task"])
-                continue
+                prompt_ids, answer_ids, cut = _fit(question, answer_ids, encode, config.max_length)
+                report.notes[SHORTENED[cut]] += 1
+                report.shortened[record["task"]][cut] += 1
             yield [*prompt_ids, *answer_ids], [IGNORE] * len(prompt_ids) + answer_ids
     meta["task_summary"] = {task: s.to_dict() for task, s in sorted(summaries.items())}
     meta["token_lengths"] = length_stats(lengths)
+    report.warnings += [f"{problem}: the evaluator will refuse this task" for _, problem in sorted(unusable.items())]
+    report.warnings += task_warnings(meta["task_summary"])
 
 
 def reasoning_records(path: str | Path, report: DataReport, config: TrainConfig) -> list[dict]:

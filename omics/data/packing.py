@@ -87,6 +87,31 @@ def cache_key(**parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+SMALL_FILE = 16 << 20  # hashed whole; larger files (weights) are named by size and mtime, reading GBs is slow
+TOKENIZER_FILES = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab*", "merges.txt", "*.model",
+                   "chat_template*")
+
+
+def files_fingerprint(files: Iterable[Path]) -> str:
+    """A key that changes when any of these files changes: content hash of small files (configs, tokenizer),
+    size + modification time of large ones (a rewritten weight file gets a new mtime)."""
+    parts = {}
+    for file in sorted(f for f in files if f.is_file()):
+        stat = file.stat()
+        parts[file.name] = file_sha256(file) if stat.st_size <= SMALL_FILE else f"{stat.st_size}:{stat.st_mtime_ns}"
+    return cache_key(**parts)
+
+
+def model_fingerprint(model_dir: str | Path) -> str:
+    """Every file of a model directory (weights, config, tokenizer), not its sub-folders (checkpoints)."""
+    return files_fingerprint(Path(model_dir).iterdir())
+
+
+def tokenizer_fingerprint(tokenizer_dir: str | Path) -> str:
+    """The tokenizer files of a model directory only: retrained weights keep tokenised data valid."""
+    return files_fingerprint({f for pattern in TOKENIZER_FILES for f in Path(tokenizer_dir).glob(pattern)})
+
+
 def cached_blocks(
     cache_dir: Path, build: Callable[[], Iterator[dict[str, list[int]]]], finish: Callable[[], dict]
 ) -> tuple[Dataset, dict]:

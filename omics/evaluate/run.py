@@ -14,6 +14,7 @@ from transformers import TrainerCallback
 
 from omics.config import SYSTEM_PROMPT
 from omics.data.instructions import prompt_text
+from omics.data.labels import task_warnings
 from omics.data.packing import file_sha256
 from omics.data.validate import DataReport, read_instructions
 from omics.device import model_dtype
@@ -61,7 +62,11 @@ def evaluate_generation(stage: int, args: Any) -> dict:
     records = _limit(list(read_instructions(args.data, report)), args.max_samples)
     if report.skipped:
         log.warning("%s", report.summary())
-    specs = _specs(records, training_summary(args.train_data, metrics_dir))
+    train_summary = training_summary(args.train_data, metrics_dir)
+    specs = _specs(records, train_summary)
+    warnings = task_warnings(train_summary, {r["task"] for r in records})
+    for warning in warnings:
+        log.warning("%s", warning)
 
     backend = make_backend(args.backend, model_dir, args.max_new_tokens, args.batch_tokens)
     started = time.time()
@@ -81,7 +86,7 @@ def evaluate_generation(stage: int, args: Any) -> dict:
         "stage": stage, "model": str(Path(model_dir).resolve()), "data": str(Path(args.data).resolve()),
         "data_sha256": file_sha256(args.data), "backend": backend.name, "n_examples": len(rows),
         "generation_seconds": round(seconds, 2), "examples_per_second": round(len(rows) / max(seconds, 1e-9), 3),
-        "skipped_lines": dict(report.skipped),
+        "skipped_lines": dict(report.skipped), "task_warnings": warnings,
         "task_specs": {task: spec.to_dict() for task, spec in specs.items()},
     }
     write_predictions(metrics_dir / "predictions.jsonl", rows)

@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from omics.data.validate import DataReport, read_instructions
+from omics.data.labels import training_label_summary
 from omics.evaluate.metrics import baseline_scores, paper_table, score_task, summarize_overall
 from omics.evaluate.parse import extract_answer, normalize_label, parse_prediction
 from omics.evaluate.report import format_table, write_metrics, write_predictions
@@ -28,7 +28,7 @@ NUMBER_TOLERANCE = 0.005  # a reference answer may state its numeric label round
 def training_summary(train_data: Path | None, metrics_dir: Path) -> dict | None:
     """Per-task label summary of the training data: from --train-data, else the one the training run saved."""
     if train_data is not None:
-        return summarize_records(read_instructions(train_data, DataReport(str(train_data))))
+        return training_label_summary(train_data)
     saved = metrics_dir / "data_report.json"
     return json.loads(saved.read_text()).get("task_summary") if saved.is_file() else None
 

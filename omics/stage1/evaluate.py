@@ -13,7 +13,7 @@ from omics.cli import main
 def run(args: Namespace) -> dict:
     from omics import paths
     from omics.config import load_config
-    from omics.data.packing import cache_key, file_sha256
+    from omics.data.packing import cache_key, file_sha256, model_fingerprint
     from omics.evaluate.likelihood import format_likelihood_table, sequence_likelihood
     from omics.evaluate.report import ensure_writable, log_scalars, write_json, write_text
     from omics.model import require_model_dir
@@ -29,8 +29,7 @@ def run(args: Namespace) -> dict:
     settings = {"max_length": config["max_length"], "wrap_tags": config["wrap_tags"]}
     data_sha = file_sha256(args.data)
 
-    base_key = cache_key(model=str(Path(base).resolve()), weights=file_sha256(base / "config.json"),
-                         data=data_sha, **settings)
+    base_key = cache_key(model=str(Path(base).resolve()), weights=model_fingerprint(base), data=data_sha, **settings)
     base_cache = args.metrics_dir / "likelihood_base_cache.json"
     cached = json.loads(base_cache.read_text()) if base_cache.is_file() else {}
     if cached.get("key") != base_key:
