@@ -16,12 +16,13 @@ from typing import Any
 
 from tqdm import tqdm
 
+from omics.errors import UserError
 from omics.sequences import Molecule, clean_line, detect_molecule
 
 MAX_EXAMPLES_PER_REASON = 20
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A data file that cannot be used; the message names the file (and line) and what to do."""
 
 

@@ -22,6 +22,7 @@ from omics.data.instructions import prompt_text
 from omics.data.packing import file_sha256
 from omics.data.validate import DataReport, read_instructions
 from omics.device import model_dtype
+from omics.errors import UserError
 from omics.evaluate.confidence import true_class_probability
 from omics.evaluate.metrics import score_task, summarize_overall
 from omics.evaluate.parse import extract_answer, normalize_label, parse_prediction
@@ -113,7 +114,7 @@ def evaluate_generation(stage: int, args: Any) -> dict:
     system = json.loads(record.read_text())["config"]["system_prompt"] if record.is_file() else SYSTEM_PROMPT
     report = DataReport(str(args.data))
     if args.max_samples is not None and args.max_samples < 1:
-        raise ValueError(f"--max-samples must be at least 1, got {args.max_samples}")
+        raise UserError(f"--max-samples must be at least 1, got {args.max_samples}")
     records = _limit(list(read_instructions(args.data, report)), args.max_samples)
     if report.skipped:
         log.warning("%s", report.summary())
@@ -162,7 +163,7 @@ def rescore(predictions: Path, train_data: Path | None, out: Path | None) -> dic
     """`omics score`: re-parse and re-score a predictions file; no model, no GPU."""
     rows = read_predictions(predictions)
     if not rows:
-        raise ValueError(f"{predictions}: no predictions")
+        raise UserError(f"{predictions}: no predictions")
     reasoning = any(r.get("format_ok") is not None for r in rows)
     specs = _specs(rows, training_summary(train_data, predictions.parent))
     parse_rows(rows, specs, reasoning)
