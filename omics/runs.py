@@ -57,6 +57,7 @@ def refuse_overlaps(outputs: dict[str, Path], inputs: dict[str, Path | None]) ->
         if out == root or out in root.parents:
             raise UserError(f"{label} {outputs[label]} is the project root or contains it; "
                             "pick a folder of its own (e.g. under archive/)")
+    for label, out in resolved.items():
         guarded = {**{k: Path(v).resolve() for k, v in inputs.items() if v is not None},
                    **{k: v for k, v in resolved.items() if k != label}}
         for other, path in guarded.items():
