@@ -197,7 +197,8 @@ def _committed(journal: dict) -> bool:
 def _commit(journal: dict) -> None:
     """The new run is complete: mark it (one atomic file), then delete what was set aside, first folder last."""
     folders = [Path(t) for t in journal["targets"]]
-    (sibling(folders[0], "old") / COMMITTED).touch()
+    if sibling(folders[0], "old").is_dir():
+        (sibling(folders[0], "old") / COMMITTED).touch()
     for folder in reversed(folders):
         old, discard = sibling(folder, "old"), sibling(folder, "discard")
         if old.exists():

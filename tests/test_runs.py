@@ -19,7 +19,7 @@ from helpers import cli
 from omics.data.packing import file_sha256
 from omics.errors import os_error_line
 from omics.evaluate.report import write_json
-from omics.runs import MANIFEST, Lock, Run
+from omics.runs import COMMITTED, MANIFEST, Lock, Run
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL, METRICS = Path("archive/models/stage1"), Path("archive/metrics/stage1")
@@ -192,6 +192,23 @@ def test_failed_second_run_of_one_folder_restores_both_folders(tmp_path, monkeyp
     assert (tmp_path / "metrics" / "parameters.json").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics", "model"]  # nothing set aside remains
     assert not (tmp_path / "model" / "checkpoints").exists()
+
+
+def test_kill_while_deleting_the_old_run_keeps_the_new_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    targets = {"--output-dir": (tmp_path / "model", None), "--metrics-dir": (tmp_path / "metrics", None)}
+    with Run(targets, {}) as run:
+        run.begin(overwrite=False)
+        (tmp_path / "model" / "config.json").write_text("old")
+    dying = Run(targets, {}).__enter__()
+    dying.begin(overwrite=True)
+    (tmp_path / "model" / "config.json").write_text("new")
+    (tmp_path / ".omics-old-model" / COMMITTED).touch()  # the first step of deleting the old run
+    dying._unlock()
+    with Run(targets, {}):
+        pass
+    assert (tmp_path / "model" / "config.json").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics", "model"]
 
 
 # ----------------------------------------------------------------------------------- one process per run
