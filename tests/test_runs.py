@@ -265,9 +265,9 @@ def test_permission_denied_is_one_line(tmp_path):
         predictions_file(shared / "p.jsonl")
         shared.chmod(0o755)
         (shared / "locked").chmod(0o555)
-        # as root, permissions do not apply: become nobody, after Python and omics are loaded (/root is private)
+        # as root, permissions do not apply: become nobody once what runs up to the lock is imported (/root is private)
         drop = "os.setgid(65534); os.setuid(65534)" if os.geteuid() == 0 else ""
-        code = (f"import os, sys, omics.cli, omics.runs, omics.evaluate.run\n{drop}\n"
+        code = (f"import locale, os, sys, omics.cli, omics.runs, omics.evaluate.report\n{drop}\n"
                 "sys.exit(omics.cli.main(sys.argv[1:]))")
         proc = omics_process(code, shared,
                              "score", "--predictions", "p.jsonl", "--out", "locked/out",
