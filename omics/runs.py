@@ -23,10 +23,11 @@ import shutil
 import sys
 from argparse import Namespace
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from pathlib import Path
 
 from omics.errors import UserError
+from omics.evaluate.report import ensure_writable, write_json
 
 log = logging.getLogger("omics")
 MANIFEST = ".omics-manifest.json"
@@ -99,12 +100,6 @@ def refuse_foreign(folder: Path) -> None:
         shown = ", ".join(foreign[:SHOWN]) + (f" and {len(foreign) - SHOWN} more" if len(foreign) > SHOWN else "")
         raise UserError(f"{folder} holds files omics did not write ({shown}); pick a new or empty folder, "
                         "or move them out")
-
-
-def _write_json(path: Path, document: dict) -> None:
-    from omics.evaluate.report import write_json  # atomic, umask-respecting
-
-    write_json(path, document)
 
 
 class Lock:
@@ -223,13 +218,12 @@ def recover(folder: Path, held: dict[Path, Lock]) -> None:
         _commit(journal)
         return
     folders = [Path(t) for t in journal["targets"]]
-    extra = [Lock(f).__enter__() for f in folders if f not in held]
-    try:
+    with ExitStack() as others:
+        for other in folders:
+            if other not in held:
+                others.enter_context(Lock(other))
         for target in [*folders[1:], folders[0]]:  # the first folder last: see _committed
             _restore(target, journal["names"][str(target)])
-    finally:
-        for lock in extra:
-            lock.__exit__()
     log.warning("restored the previous run in %s: the %r run that was replacing it did not complete",
                 ", ".join(map(str, folders)), journal["command"])
 
@@ -284,7 +278,7 @@ class Run:
                         "names": {str(f): list(n) if n is not None else None for f, n in self.targets.items()}}
         for folder in folders:  # every journal is in place before anything moves
             sibling(folder, "old").mkdir()
-            _write_json(sibling(folder, "old") / JOURNAL, self.journal)
+            write_json(sibling(folder, "old") / JOURNAL, self.journal)
         for folder, names in self.targets.items():
             old = sibling(folder, "old")
             if (folder / MANIFEST).is_file():
@@ -299,7 +293,7 @@ class Run:
 
     def _write_manifest(self, folder: Path, entries: list[str], open_: bool) -> None:
         command = shlex.join(["omics", *sys.argv[1:]])
-        _write_json(folder / MANIFEST, {"format": 1, "entries": sorted(set(entries) - {MANIFEST}),
+        write_json(folder / MANIFEST, {"format": 1, "entries": sorted(set(entries) - {MANIFEST}),
                                         "open": f"PID {os.getpid()} ({command})" if open_ else None})
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -330,8 +324,6 @@ def hold_results(label: str, folder: Path, names: tuple[str, ...], overwrite: bo
                  inputs: dict[str, Path | None]) -> Iterator[Run]:
     """evaluate / score: earlier results are refused unless --overwrite, which sets them aside until the new
     ones are written; the other files of the folder (a training run's records) stay untouched."""
-    from omics.evaluate.report import ensure_writable
-
     with Run({label: (folder, names)}, inputs) as run:
         for name in names:
             ensure_writable(folder / name, overwrite)
@@ -350,8 +342,6 @@ def hold_output_file(path: Path, inputs: dict[str, Path | None]) -> Iterator[Loc
 @contextmanager
 def hold_demo(workdir: Path, overwrite: bool) -> Iterator[Run]:
     """demo: its whole work folder is one run (set aside as a whole with --overwrite)."""
-    from omics.evaluate.report import ensure_writable
-
     with Run({"--workdir": (workdir, None)}, {}) as run:
         ensure_writable(workdir / "models", overwrite)
         run.begin(overwrite)
