@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from omics.config import SYSTEM_PROMPT, TrainConfig
 from omics.device import attention_implementation, model_dtype
 from omics.errors import UserError
+from omics.runs import sibling
 
 log = logging.getLogger("omics")
 
@@ -43,6 +44,9 @@ CHAT_TEMPLATE = (
 def require_model_dir(path: str | Path, hint: str) -> Path:
     path = Path(path)
     if not (path / "config.json").is_file():
+        if (sibling(path, "old") / "config.json").is_file():
+            hint = (f"An --overwrite training that did not complete set the previous model aside in "
+                    f"{sibling(path, 'old')}: rerun that training to restore it (or with --resume to finish it).")
         raise UserError(f"no model at {path} (no config.json there). {hint}")
     return path
 

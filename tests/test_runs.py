@@ -17,8 +17,9 @@ import pytest
 from helpers import cli
 
 from omics.data.packing import file_sha256
-from omics.errors import os_error_line
+from omics.errors import UserError, os_error_line
 from omics.evaluate.report import write_json
+from omics.model import require_model_dir
 from omics.runs import COMMITTED, MANIFEST, Lock, Run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,6 +172,13 @@ def test_sigkill_during_overwrite_keeps_the_old_run_and_the_next_command_restore
     assert cli(monkeypatch, project, *train_args(finished.base)) == 2  # the next command: refused, after...
     assert "restored the previous run" in caplog.text and "a previous run exists" in caplog.text
     assert fingerprint(project / "archive") == finished.archive  # ...putting the old run back, bit for bit
+
+
+def test_reading_a_model_whose_overwrite_was_killed_says_where_the_old_one_is(tmp_path):
+    (tmp_path / ".omics-old-stage2").mkdir()
+    (tmp_path / ".omics-old-stage2" / "config.json").write_text("{}")
+    with pytest.raises(UserError, match=r"previous model aside in .*\.omics-old-stage2: rerun that training"):
+        require_model_dir(tmp_path / "stage2", "Train it first.")
 
 
 def test_failed_second_run_of_one_folder_restores_both_folders(tmp_path, monkeypatch):
