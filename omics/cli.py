@@ -16,6 +16,7 @@ from pathlib import Path
 
 from omics import paths
 from omics.device import pin_one_gpu
+from omics.errors import UserError, os_error_line
 
 log = logging.getLogger("omics")
 BATCH_TOKENS_HELP = "tokens (prompt + answer) per batch; default 65536 on a GPU, 8192 on CPU; lower it on OOM"
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="omics", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of every error, not one line")
     commands = parser.add_subparsers(dest="command", required=True)
     for stage in (1, 2, 3):
         stage_parser = commands.add_parser(f"stage{stage}", help=f"Stage {stage} train / evaluate")
@@ -127,21 +129,24 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s omics: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("torchao", "torch.utils._pytree"):  # import-time notices about optional kernels: no news
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    if hasattr(args, "gpu"):
-        log.info("one-GPU rule: CUDA_VISIBLE_DEVICES=%s (--gpu N picks another)", pin_one_gpu(args.gpu))
     try:
-        if args.command.startswith("stage") and args.action == "train":
-            from omics.train import RunArgs, train  # each stage only states its recipe
+        if hasattr(args, "gpu"):
+            log.info("one-GPU rule: CUDA_VISIBLE_DEVICES=%s (--gpu N picks another)", pin_one_gpu(args.gpu))
+        from omics.runs import hold_command  # one process per run folder, only omics' files replaced
 
-            train(importlib.import_module(f"omics.{args.command}.train").recipe(), RunArgs.from_cli(args))
-        elif args.command.startswith("stage"):
-            importlib.import_module(f"omics.{args.command}.evaluate").run(args)
-        elif args.command == "bench":
-            importlib.import_module(f"omics.bench.{args.kind}").run(args)
-        else:
-            importlib.import_module(f"omics.commands.{args.command}").run(args)
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
-        log.error("%s", err)
+        with hold_command(args):
+            if args.command.startswith("stage") and args.action == "train":
+                from omics.train import RunArgs, train  # each stage only states its recipe
+
+                train(importlib.import_module(f"omics.{args.command}.train").recipe(), RunArgs.from_cli(args))
+            elif args.command.startswith("stage"):
+                importlib.import_module(f"omics.{args.command}.evaluate").run(args)
+            elif args.command == "bench":
+                importlib.import_module(f"omics.bench.{args.kind}").run(args)
+            else:
+                importlib.import_module(f"omics.commands.{args.command}").run(args)
+    except (UserError, OSError) as err:  # what a user can act on: one line; any other exception is a bug
+        log.error("%s", os_error_line(err) if isinstance(err, OSError) else err, exc_info=args.debug)
         return 2
     return 0
 

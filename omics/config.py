@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from omics.errors import UserError
+
 SYSTEM_PROMPT = (
     "You are a knowledgeable and helpful biology assistant. Please answer my biology sequence-related "
     "questions clearly and concisely. For regression tasks, please return a number."
@@ -86,12 +88,12 @@ def _coerce(name: str, declared: str, value: Any) -> Any:
         return value
     if declared.startswith("list") and isinstance(value, list) and all(isinstance(v, str) for v in value):
         return value
-    raise ValueError(f"config key {name!r} expects {declared}, got {value!r}")
+    raise UserError(f"config key {name!r} expects {declared}, got {value!r}")
 
 
 def _parse_override(item: str, declared: dict[str, str]) -> tuple[str, Any]:
     if "=" not in item:
-        raise ValueError(f"--set expects key=value, got {item!r}")
+        raise UserError(f"--set expects key=value, got {item!r}")
     key, raw = (part.strip() for part in item.split("=", 1))
     # text keys take the text as written ("Answer: yes" stays a string); others are read as YAML
     return key, raw if declared.get(key) == "str" else yaml.safe_load(raw)
@@ -101,24 +103,24 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     """Read a YAML config and apply `key=value` overrides (values parsed as YAML: 1e-4, true, [a, b])."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file {path} not found")
+        raise UserError(f"config file {path} not found")
     values = yaml.safe_load(path.read_text()) or {}
     if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a mapping of key: value, got {type(values).__name__}")
+        raise UserError(f"{path}: expected a mapping of key: value, got {type(values).__name__}")
     declared = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
     values.update(_parse_override(item, declared) for item in overrides or [])
     unknown = sorted(set(values) - set(declared))
     if unknown:
-        raise ValueError(f"{path}: unknown config keys {unknown}; valid keys: {sorted(declared)}")
+        raise UserError(f"{path}: unknown config keys {unknown}; valid keys: {sorted(declared)}")
     config = TrainConfig(**{k: _coerce(k, declared[k], v) for k, v in values.items()})
     choices = {"finetune": ("lora", "full"), "on_bad_line": ("skip", "stop"),
                "on_bad_reasoning": ("skip", "keep", "stop"), "optimizer": ("adamw", "adamw_8bit", "adafactor")}
     for key, allowed in choices.items():
         if getattr(config, key) not in allowed:
-            raise ValueError(f"config key {key!r} must be one of {allowed}, got {getattr(config, key)!r}")
+            raise UserError(f"config key {key!r} must be one of {allowed}, got {getattr(config, key)!r}")
     if not 0 <= config.warmup_ratio < 1:
-        raise ValueError(f"warmup_ratio is a fraction of the steps in [0, 1), got {config.warmup_ratio}")
+        raise UserError(f"warmup_ratio is a fraction of the steps in [0, 1), got {config.warmup_ratio}")
     if config.optimizer_in_backward and config.grad_accum != 1:
-        raise ValueError("optimizer_in_backward applies each update during backward: set grad_accum=1 "
+        raise UserError("optimizer_in_backward applies each update during backward: set grad_accum=1 "
                          "(raise micro_batch_size instead)")
     return config

@@ -12,6 +12,8 @@ import logging
 import os
 import sys
 
+from omics.errors import UserError
+
 log = logging.getLogger("omics")
 
 
@@ -25,7 +27,7 @@ def pin_one_gpu(index: int = 0) -> str:
     if candidates is not None and not candidates:
         return "none (CUDA_VISIBLE_DEVICES is empty)"
     if candidates is not None and index >= len(candidates):
-        raise ValueError(f"--gpu {index}: only {len(candidates)} GPU(s) visible ({visible})")
+        raise UserError(f"--gpu {index}: only {len(candidates)} GPU(s) visible ({visible})")
     chosen = candidates[index] if candidates is not None else str(index)
     os.environ["CUDA_VISIBLE_DEVICES"] = chosen
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")

@@ -18,6 +18,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from omics.config import SYSTEM_PROMPT, TrainConfig
 from omics.device import attention_implementation, model_dtype
+from omics.errors import UserError
+from omics.runs import sibling
 
 log = logging.getLogger("omics")
 
@@ -42,7 +44,10 @@ CHAT_TEMPLATE = (
 def require_model_dir(path: str | Path, hint: str) -> Path:
     path = Path(path)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"no model at {path} (no config.json there). {hint}")
+        if (sibling(path, "old") / "config.json").is_file():
+            hint = (f"An --overwrite training that did not complete set the previous model aside in "
+                    f"{sibling(path, 'old')}: rerun that training to restore it (or with --resume to finish it).")
+        raise UserError(f"no model at {path} (no config.json there). {hint}")
     return path
 
 
@@ -129,7 +134,7 @@ def _trainable(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None
     modules_to_save = (NORM_MODULES if config.train_norms else []) + list(config.fully_trained_modules)
     overlap = set(config.fully_trained_modules) & set(config.lora_target_modules)
     if overlap:
-        raise ValueError(f"modules {sorted(overlap)} are both LoRA targets and fully trained; pick one")
+        raise UserError(f"modules {sorted(overlap)} are both LoRA targets and fully trained; pick one")
     token_rows = chat_token_ids(tokenizer) if config.train_chat_token_rows else None
     lora = LoraConfig(
         r=config.lora_r,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from omics.data.packing import (
 )
 from omics.data.validate import DataReport
 from omics.device import describe, liger_available, use_cuda
+from omics.errors import UserError
 from omics.evaluate.report import write_json
 from omics.loss import answer_only_loss
 from omics.model import (
@@ -48,6 +48,7 @@ from omics.model import (
     save_trained,
 )
 from omics.optim import StepInBackward, make_optimizer
+from omics.runs import Run
 
 log = logging.getLogger("omics")
 CACHE_VERSION = 3
@@ -123,17 +124,17 @@ def check_directories(args: RunArgs) -> None:
     has_checkpoints = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
     has_records = (args.metrics_dir / "parameters.json").is_file()
     if args.resume and args.overwrite:
-        raise ValueError("--resume and --overwrite contradict each other; pick one")
+        raise UserError("--resume and --overwrite contradict each other; pick one")
     if args.resume:
         complete = [c for c in checkpoints.glob("checkpoint-*") if (c / "trainer_state.json").is_file()]
         if not complete:
-            raise FileNotFoundError(f"--resume: no complete checkpoint under {checkpoints}; start without --resume")
+            raise UserError(f"--resume: no complete checkpoint under {checkpoints}; start without --resume")
         if has_model:
-            raise FileExistsError(f"{args.output_dir} already holds a finished model; nothing to resume")
+            raise UserError(f"{args.output_dir} already holds a finished model; nothing to resume")
     elif (has_model or has_checkpoints or has_records) and not args.overwrite:
         found = [str(p) for p, there in ((args.output_dir, has_model), (checkpoints, has_checkpoints),
                                          (args.metrics_dir, has_records)) if there]
-        raise FileExistsError(
+        raise UserError(
             f"a previous run exists ({', '.join(found)}). Pass --resume to continue it, --overwrite to "
             "replace it, or --output-dir/--metrics-dir to keep both."
         )
@@ -152,16 +153,21 @@ def set_aside_incomplete_checkpoints(checkpoints: Path) -> list[str]:
     return moved
 
 
-def reset_directories(args: RunArgs) -> Path:
-    """With --overwrite, clear the previous run (only once the new data proved usable); return checkpoints."""
+def reset_directories(args: RunArgs, run: Run) -> Path:
+    """With --overwrite, set the previous run aside (only once the new data proved usable; it is deleted when
+    this run completes, restored if it does not); return the checkpoints folder."""
     if args.resume:
         set_aside_incomplete_checkpoints(args.output_dir / CHECKPOINTS)
-    if args.overwrite:
-        for path in (args.output_dir, args.metrics_dir):
-            shutil.rmtree(path, ignore_errors=True)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    args.metrics_dir.mkdir(parents=True, exist_ok=True)
+    run.begin(args.overwrite)
     return args.output_dir / CHECKPOINTS
+
+
+def hold_directories(args: RunArgs) -> Run:
+    """The run's two folders, locked and checked against what it reads (see omics.runs)."""
+    inputs = {"--base-model": args.base_model, "--data": args.data, "--eval-data": args.eval_data,
+              **{f"--{name}-data": path for name, path in args.extra_data.items()}}
+    return Run({"--output-dir": (args.output_dir, None), "--metrics-dir": (args.metrics_dir, None)}, inputs,
+               continue_pending=args.resume)
 
 
 def build_dataset(recipe: Recipe, path: Path, tokenizer, config: TrainConfig, extra: dict[str, Path]):
@@ -264,7 +270,12 @@ def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool) -
 
 
 def train(recipe: Recipe, args: RunArgs) -> dict[str, Any]:
-    """Run one stage's training end to end and return its run summary."""
+    """Run one stage's training end to end, its folders held throughout, and return its run summary."""
+    with hold_directories(args) as run:
+        return _train(recipe, args, run)
+
+
+def _train(recipe: Recipe, args: RunArgs, run: Run) -> dict[str, Any]:
     started = time.time()
     config = load_config(args.config, args.overrides)
     base = require_model_dir(args.base_model, recipe.missing_base_hint)
@@ -275,7 +286,7 @@ def train(recipe: Recipe, args: RunArgs) -> dict[str, Any]:
         config.max_length = choose_max_length(recipe, args, tokenizer, config)
     train_set, train_meta = build_dataset(recipe, args.data, tokenizer, config, args.extra_data)
     eval_set = build_dataset(recipe, args.eval_data, tokenizer, config, {})[0] if args.eval_data else None
-    checkpoints = reset_directories(args)
+    checkpoints = reset_directories(args, run)
     write_json(args.metrics_dir / "data_report.json", train_meta)
     torch.manual_seed(config.seed)
     model = load_model(base, config.attn_implementation)

@@ -8,6 +8,7 @@ import pytest
 
 from omics import paths
 from omics.config import TrainConfig, load_config
+from omics.errors import UserError
 
 
 @pytest.fixture
@@ -86,7 +87,7 @@ def test_bad_choice_values(yaml_file, override, match):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.yaml not found"):
+    with pytest.raises(UserError, match="nope.yaml not found"):
         load_config(tmp_path / "nope.yaml")
 
 

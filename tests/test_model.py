@@ -10,6 +10,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from omics.config import SYSTEM_PROMPT, TrainConfig
+from omics.errors import UserError
 from omics.model import (
     CHAT_TOKENS,
     NORM_MODULES,
@@ -62,7 +63,7 @@ def test_chat_template(tiny_model):
 
 def test_require_model_dir(tmp_path, tiny_model):
     assert require_model_dir(tiny_model, "hint") == tiny_model
-    with pytest.raises(FileNotFoundError, match="no model at .*Download it"):
+    with pytest.raises(UserError, match="no model at .*Download it"):
         require_model_dir(tmp_path / "absent", "Download it.")
 
 

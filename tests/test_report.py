@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from omics.errors import UserError
 from omics.evaluate.report import (
     PREDICTION_FIELDS,
     compare,
@@ -239,7 +240,7 @@ def test_compare_warns_about_different_data(tmp_path: Path) -> None:
     assert list(docs) == ["stage2", "stage3"]
     assert out.startswith("> ⚠ Warning: these evaluations used different data files")
     assert "aaaaaaaaaaaa" in out and "bbbbbbbbbbbb" in out
-    with pytest.raises(FileNotFoundError, match="missing.json"):
+    with pytest.raises(UserError, match="missing.json"):
         compare_files({"stage2": tmp_path / "missing.json"})
 
 
@@ -250,8 +251,8 @@ def test_ensure_writable(tmp_path: Path) -> None:
     (tmp_path / "empty.json").touch()
     ensure_writable(tmp_path / "empty.json", overwrite=False)
     (tmp_path / "metrics.json").write_text("{}")
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(UserError, match="--overwrite"):
         ensure_writable(tmp_path / "metrics.json", overwrite=False)
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(UserError, match="--overwrite"):
         ensure_writable(tmp_path, overwrite=False)
     ensure_writable(tmp_path / "metrics.json", overwrite=True)

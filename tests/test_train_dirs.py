@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from omics.errors import UserError
 from omics.train import RunArgs, check_directories, set_aside_incomplete_checkpoints
 
 
@@ -26,7 +27,7 @@ def test_incomplete_checkpoint_is_set_aside(tmp_path):
 
 def test_resume_needs_a_complete_checkpoint(tmp_path):
     (tmp_path / "model" / "checkpoints" / "checkpoint-4").mkdir(parents=True)
-    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+    with pytest.raises(UserError, match="no complete checkpoint"):
         check_directories(_args(tmp_path, resume=True))
     with pytest.raises(ValueError, match="contradict"):
         check_directories(_args(tmp_path, resume=True, overwrite=True))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from argparse import Namespace
 
+from omics.errors import UserError
+
 
 def run(args: Namespace) -> dict:
     from omics.evaluate.report import compare_files, write_text
@@ -13,9 +15,9 @@ def run(args: Namespace) -> dict:
     found = {f"stage{s}": args.metrics_root / f"stage{s}" / "metrics.json" for s in stages}
     missing = [str(p) for p in found.values() if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"no evaluation results at {', '.join(missing)}: run omics stageN evaluate first")
+        raise UserError(f"no evaluation results at {', '.join(missing)}: run omics stageN evaluate first")
     if len(found) < 2:
-        raise FileNotFoundError(f"fewer than two evaluated stages under {args.metrics_root}: nothing to compare")
+        raise UserError(f"fewer than two evaluated stages under {args.metrics_root}: nothing to compare")
     table, docs = compare_files(found)
     print(table)
     write_text(args.metrics_root / "comparison.md", table + "\n")

@@ -12,16 +12,13 @@ DEMO_CONFIGS = Path(__file__).resolve().parent.parent.parent / "configs" / "demo
 
 def run(args: Namespace) -> None:
     from omics.cli import main
-    from omics.evaluate.report import ensure_writable
     from omics.tiny import build_tiny_llama
 
-    work: Path = args.workdir
-    ensure_writable(work / "models", args.overwrite)
+    work: Path = args.workdir  # held by the CLI, the previous demo set aside with --overwrite: omics.runs
     base = work / "base-model"
     if not (base / "config.json").is_file():
         build_tiny_llama(base)
     models, metrics = work / "models", work / "metrics"
-    flags = ["--overwrite"] if args.overwrite else []
     stage_test = str(SAMPLES / "stage2_test.jsonl")
     steps = [  # (command, the stage whose model and metrics folder it uses)
         (["stage1", "train", "--data", str(SAMPLES / "stage1_train.txt"),
@@ -43,6 +40,6 @@ def run(args: Namespace) -> None:
         else:
             where += ["--model", str(models / stage)]
         print(f"\n=== omics {' '.join(step[:2])} ({stage} model) ===", flush=True)
-        if main([*step, *where, *flags, "--gpu", str(args.gpu)]) != 0:
+        if main([*step, *where, "--gpu", str(args.gpu)]) != 0:  # --overwrite: omics.runs.hold_demo
             raise SystemExit(f"demo stopped at: omics {' '.join(step)}")
     main(["compare", "--stages", "1", "2", "3", "--metrics-root", str(metrics)])

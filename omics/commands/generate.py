@@ -12,14 +12,16 @@ import os
 from argparse import Namespace
 from pathlib import Path
 
+from omics.errors import UserError
+
 SUFFIXES = (".jsonl", ".csv", ".xlsx")
 
 
 def read_rows(path: Path) -> list[dict]:
     if path.suffix not in SUFFIXES:
-        raise ValueError(f"{path}: expected one of {', '.join(SUFFIXES)}")
+        raise UserError(f"{path}: expected one of {', '.join(SUFFIXES)}")
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found")
+        raise UserError(f"{path} not found")
     if path.suffix == ".jsonl":
         rows = []
         for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -27,7 +29,7 @@ def read_rows(path: Path) -> list[dict]:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
+                    raise UserError(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
     elif path.suffix == ".csv":
         with path.open(newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.DictReader(handle))
@@ -39,9 +41,9 @@ def read_rows(path: Path) -> list[dict]:
         rows = [dict(zip(header, r, strict=False)) for r in body if any(v is not None for v in r)]
     for number, row in enumerate(rows, 1):
         if not isinstance(row, dict) or not str(row.get("input") or "").strip():
-            raise ValueError(f"{path}: row {number} has no 'input' (a column/field named input is required)")
+            raise UserError(f"{path}: row {number} has no 'input' (a column/field named input is required)")
     if not rows:
-        raise ValueError(f"{path}: no rows")
+        raise UserError(f"{path}: no rows")
     return rows
 
 
@@ -81,7 +83,7 @@ def run(args: Namespace) -> list[dict]:
     from omics.model import require_model_dir
 
     if args.out.suffix not in SUFFIXES:
-        raise ValueError(f"--out {args.out}: expected one of {', '.join(SUFFIXES)}")
+        raise UserError(f"--out {args.out}: expected one of {', '.join(SUFFIXES)}")
     ensure_writable(args.out, args.overwrite)
     rows = read_rows(args.data)
     model = require_model_dir(args.model, "Pass the directory of a trained model (e.g. archive/models/stage2).")

@@ -19,6 +19,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from omics.errors import UserError
 from omics.sequences import OUTSIDE_ALPHABETS, Molecule, detect_molecule, sequence_or_reason
 
 MAX_EXAMPLES_PER_REASON = 20
@@ -27,7 +28,7 @@ BYTE_ORDER_MARKS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-
                     (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A data file that cannot be used; the message names the file (and line) and what to do."""
 
 

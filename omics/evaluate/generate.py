@@ -17,6 +17,7 @@ from tqdm import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
 
 from omics.device import default_batch_tokens, has_package, use_cuda
+from omics.errors import UserError
 from omics.model import end_of_turn_id, load_model, load_tokenizer
 
 log = logging.getLogger("omics")
@@ -142,7 +143,7 @@ def make_backend(name: str, model_dir: str | Path, max_new_tokens: int, batch_to
     """`auto`: vLLM when installed and a GPU is present, else HF. Asking for vLLM without it is an error."""
     vllm_ok = has_package("vllm") and use_cuda()
     if name == "vllm" and not vllm_ok:
-        raise ValueError("--backend vllm needs a GPU and vLLM (pip install 'omics[vllm]'); use --backend hf")
+        raise UserError("--backend vllm needs a GPU and vLLM (pip install 'omics[vllm]'); use --backend hf")
     if name == "vllm" or (name == "auto" and vllm_ok):
         return VLLMBackend(model_dir, max_new_tokens)
     log.info("generation backend: HF transformers (batched, KV cache)%s",

@@ -12,6 +12,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
+from omics.errors import UserError
 from omics.evaluate.tasks import (
     EC_NUMBER,
     NEGATIVE_WORDS,
@@ -198,7 +199,7 @@ def parse_prediction(text: str, spec: TaskSpec) -> Any:
 def _label_float(label: Any, spec: TaskSpec) -> float:
     value = float(label) if not isinstance(label, bool) else math.nan
     if not math.isfinite(value):
-        raise ValueError(f"task {spec.task}: label {label!r} is not a finite number")
+        raise UserError(f"task {spec.task}: label {label!r} is not a finite number")
     return value
 
 
@@ -210,14 +211,14 @@ def normalize_label(label: Any, spec: TaskSpec) -> Any:
         return _label_float(label, spec)
     if spec.type == "multi_regression":
         if not isinstance(label, dict) or set(label) != set(spec.keys):
-            raise ValueError(f"task {spec.task}: label {label!r} does not have the keys {spec.keys}")
+            raise UserError(f"task {spec.task}: label {label!r} does not have the keys {spec.keys}")
         return {k: _label_float(label[k], spec) for k in spec.keys}
     if spec.type == "binary":
         mapping = {**{w: True for w in POSITIVE_WORDS}, **{w: False for w in NEGATIVE_WORDS}}
         mapping.update(binary_mapping(spec.classes) or {})
         value = mapping.get(label_spelling(label).strip().lower())
         if value is None:
-            raise ValueError(f"task {spec.task}: binary label {label!r} is neither positive nor negative")
+            raise UserError(f"task {spec.task}: binary label {label!r} is neither positive nor negative")
         return value
     if spec.type == "multiclass":
         return str(label).strip()

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
+from omics.errors import UserError
 from omics.evaluate.tasks import FAMILIES, PAPER_COLUMNS, PAPER_RESULTS
 
 PREDICTION_FIELDS = ("task", "input", "label", "prediction", "generated", "valid", "format_ok")
@@ -27,7 +28,13 @@ def ensure_writable(path: Path, overwrite: bool) -> None:
     path = Path(path)
     occupied = (path.is_file() and path.stat().st_size > 0) or (path.is_dir() and any(path.iterdir()))
     if occupied and not overwrite:
-        raise FileExistsError(f"{path} already exists and is not empty; pass --overwrite to replace it.")
+        raise UserError(f"{path} already exists and is not empty; pass --overwrite to replace it.")
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
@@ -37,6 +44,7 @@ def _atomic_open(path: Path) -> Iterator[TextIO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results get a normal file's permissions
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             yield f
         os.replace(tmp, path)
@@ -65,7 +73,7 @@ def read_predictions(path: Path) -> list[dict[str, Any]]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line_no}: not a JSON line ({err.msg})") from err
+                raise UserError(f"{path}:{line_no}: not a JSON line ({err.msg})") from err
     return rows
 
 
@@ -317,7 +325,7 @@ def compare_files(paths: dict[str, Path]) -> tuple[str, dict[str, dict[str, Any]
         try:
             docs[label] = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError as err:
-            raise FileNotFoundError(f"{path}: no metrics.json there (run that stage's evaluate)") from err
+            raise UserError(f"{path}: no metrics.json there (run that stage's evaluate)") from err
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not a metrics.json document ({err.msg})") from err
+            raise UserError(f"{path}: not a metrics.json document ({err.msg})") from err
     return compare(docs), docs

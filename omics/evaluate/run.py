@@ -18,6 +18,7 @@ from omics.data.labels import task_warnings
 from omics.data.packing import file_sha256
 from omics.data.validate import DataReport, read_instructions
 from omics.device import model_dtype
+from omics.errors import UserError
 from omics.evaluate.confidence import true_class_probability
 from omics.evaluate.parse import normalize_label
 from omics.evaluate.report import (
@@ -58,7 +59,7 @@ def evaluate_generation(stage: int, args: Any) -> dict:
     system = json.loads(record.read_text())["config"]["system_prompt"] if record.is_file() else SYSTEM_PROMPT
     report = DataReport(str(args.data))
     if args.max_samples is not None and args.max_samples < 1:
-        raise ValueError(f"--max-samples must be at least 1, got {args.max_samples}")
+        raise UserError(f"--max-samples must be at least 1, got {args.max_samples}")
     records = _limit(list(read_instructions(args.data, report)), args.max_samples)
     if report.skipped:
         log.warning("%s", report.summary())

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from omics.data.labels import training_label_summary
+from omics.errors import UserError
 from omics.evaluate.metrics import baseline_scores, paper_table, score_task, summarize_overall
 from omics.evaluate.parse import extract_answer, normalize_label, parse_prediction
 from omics.evaluate.report import format_table, write_metrics, write_predictions
@@ -146,11 +147,11 @@ def read_scored_rows(path: Path) -> tuple[list[dict], str, int]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line_no}: not a JSON line ({err.msg})") from err
+                raise UserError(f"{path}:{line_no}: not a JSON line ({err.msg})") from err
             answer = next((k for k in ("generated", *PAPER_OUTPUT_FIELDS) if k in row), None) if isinstance(
                 row, dict) else None
             if answer is None or "task" not in row or "label" not in row:
-                raise ValueError(f"{path}:{line_no}: expected an object with 'task', 'label' and 'generated' "
+                raise UserError(f"{path}:{line_no}: expected an object with 'task', 'label' and 'generated' "
                                  f"(omics predictions) or 'model_output'/'result' (the paper's format)")
             if row["label"] is None:
                 unlabeled += 1
@@ -162,7 +163,7 @@ def read_scored_rows(path: Path) -> tuple[list[dict], str, int]:
             row["task"], row["generated"] = str(row["task"]), str(row["generated"] or "")
             rows.append(row)
     if not rows:
-        raise ValueError(f"{path}: no labelled rows to score")
+        raise UserError(f"{path}: no labelled rows to score")
     return rows, "+".join(sorted(formats)), unlabeled
 
 

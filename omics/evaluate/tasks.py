@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from omics.errors import UserError
+
 TASK_TYPES = ("regression", "multi_regression", "binary", "multiclass", "multilabel")
 
 # family (task id prefix) → (type, paper metric, omics group), from evaluation.md §2 and the paper.
@@ -106,7 +108,7 @@ class TaskSpec:
 
     def __post_init__(self) -> None:
         if self.type not in TASK_TYPES:
-            raise ValueError(f"task {self.task}: unknown type {self.type!r}, expected one of {TASK_TYPES}")
+            raise UserError(f"task {self.task}: unknown type {self.type!r}, expected one of {TASK_TYPES}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -201,7 +203,7 @@ def _label_kind(label: Any) -> str:
         return "dict"
     if isinstance(label, list | tuple):
         return "list"
-    raise ValueError(f"unsupported label type {type(label).__name__}: {label!r}")
+    raise UserError(f"unsupported label type {type(label).__name__}: {label!r}")
 
 
 def _stated_order(outputs: dict[str, float], text: str) -> str | None:
@@ -254,13 +256,13 @@ class LabelSummary:
     def _number(self, label: Any) -> float:
         value = float(label)
         if not math.isfinite(value):
-            raise ValueError(f"task {self.task}: label {label!r} is not a finite number")
+            raise UserError(f"task {self.task}: label {label!r} is not a finite number")
         return value
 
     def _add_kind(self, kind: str, count: int = 1) -> None:
         kinds = {**self.kinds, kind: self.kinds.get(kind, 0) + count}
         if not any(set(kinds) <= group for group in _COMPATIBLE):
-            raise ValueError(f"task {self.task}: labels mix incompatible types {sorted(kinds)}")
+            raise UserError(f"task {self.task}: labels mix incompatible types {sorted(kinds)}")
         self.kinds = kinds
 
     def _add_range(self, lo: float, hi: float, key: str | None = None) -> None:
@@ -275,7 +277,7 @@ class LabelSummary:
         if self.keys is None:
             self.keys = keys
         elif set(keys) != set(self.keys):
-            raise ValueError(f"task {self.task}: label keys {keys} differ from earlier labels' {self.keys}")
+            raise UserError(f"task {self.task}: label keys {keys} differ from earlier labels' {self.keys}")
 
     def _add_numbers(self, counts: dict[str, int]) -> None:
         for spelling, count in counts.items():
@@ -301,9 +303,9 @@ class LabelSummary:
         elif kind == "dict":
             keys = [str(k) for k in label]
             if self.keys is not None and set(keys) != set(self.keys):
-                raise ValueError(f"task {self.task}: label keys {keys} differ from earlier labels' {self.keys}")
+                raise UserError(f"task {self.task}: label keys {keys} differ from earlier labels' {self.keys}")
             if any(_label_kind(v) != "number" for v in label.values()):
-                raise ValueError(f"task {self.task}: label {label!r} has an output that is not a number")
+                raise UserError(f"task {self.task}: label {label!r} has an output that is not a number")
             outputs = {key: self._number(v) for key, v in zip(keys, label.values(), strict=True)}
         self._add_kind(kind)
         self.n += 1
@@ -409,13 +411,13 @@ def summarize_records(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, 
     summaries: dict[str, LabelSummary] = {}
     for i, record in enumerate(records):
         if "task" not in record or "label" not in record:
-            raise ValueError(f"record {i} lacks a 'task' or 'label' field")
+            raise UserError(f"record {i} lacks a 'task' or 'label' field")
         task = str(record["task"])
         summary = summaries.setdefault(task, LabelSummary(task))
         try:
             summary.add(record["label"], str(record.get("input") or ""), str(record.get("output") or ""))
         except ValueError as err:
-            raise ValueError(f"task {task}: {err}" if task not in str(err) else str(err)) from err
+            raise UserError(f"task {task}: {err}" if task not in str(err) else str(err)) from err
     return {task: summaries[task].to_dict() for task in sorted(summaries)}
 
 
@@ -445,7 +447,7 @@ def _infer_type(s: LabelSummary) -> str:
         return "binary"
     if kinds == {"string"}:
         return "multiclass"
-    raise ValueError(f"task {s.task}: labels mix types {sorted(kinds)} that are not one binary vocabulary")
+    raise UserError(f"task {s.task}: labels mix types {sorted(kinds)} that are not one binary vocabulary")
 
 
 def _check_family_type(s: LabelSummary, type_: str) -> str:
@@ -460,11 +462,11 @@ def _check_family_type(s: LabelSummary, type_: str) -> str:
         "binary": kinds <= {"number", "bool", "string"},
     }[type_]
     if not fits:
-        raise ValueError(f"task {s.task}: {type_} family but labels are of kinds {sorted(kinds)}")
+        raise UserError(f"task {s.task}: {type_} family but labels are of kinds {sorted(kinds)}")
     if type_ == "binary" and binary_mapping(_spellings(s)) is None:
         if kinds == {"string"}:
             return "multiclass"
-        raise ValueError(f"task {s.task}: binary labels {_spellings(s)} have no positive/negative reading")
+        raise UserError(f"task {s.task}: binary labels {_spellings(s)} have no positive/negative reading")
     return type_
 
 
@@ -489,7 +491,7 @@ def _keys(s: LabelSummary, family: str | None) -> list[str]:
     keys = FIXED_KEYS.get(family or "")
     if keys is not None:
         if set(keys) != set(s.keys or []):
-            raise ValueError(f"task {s.task}: {family} labels need the keys {keys}, got {s.keys}")
+            raise UserError(f"task {s.task}: {family} labels need the keys {keys}, got {s.keys}")
         return list(keys)
     if s.key_orders:
         return max(sorted(s.key_orders), key=s.key_orders.__getitem__).split(",")
