@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from omics import paths
-from omics.device import pin_one_gpu
+from omics.device import optional_features, pin_one_gpu
 
 log = logging.getLogger("omics")
 BATCH_TOKENS_HELP = "tokens (prompt + answer) per batch; default 65536 on a GPU, 8192 on CPU; lower it on OOM"
@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     if hasattr(args, "gpu"):
         log.info("one-GPU rule: CUDA_VISIBLE_DEVICES=%s (--gpu N picks another)", pin_one_gpu(args.gpu))
+        log.info("%s", optional_features())
     try:
         if args.command.startswith("stage") and args.action == "train":
             from omics.train import RunArgs, train  # each stage only states its recipe
