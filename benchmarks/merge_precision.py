@@ -35,6 +35,7 @@ SAMPLES = Path(__file__).resolve().parent.parent / "omics" / "samples"
 SHAPES = {"q_proj": (4096, 4096), "down_proj": (4096, 14336)}  # (out, in)
 RANKS = {"stage1": (128, 64), "stage2": (64, 32)}  # r, alpha
 RATIOS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1]
+SEEDS = (0, 1, 2)  # stochastic rounding draws, for the loss
 WEIGHT_STD = 0.02  # Llama's initializer range; bf16's relative spacing makes the results scale-free anyway
 
 
@@ -125,9 +126,10 @@ def loss_gap(workdir: Path, steps: int, learning_rate: float) -> dict:
             layer.lora_B["default"].weight.data *= ratio / trained_ratio
         losses = {"adapter": check(copy.deepcopy(model).float()),
                   "nearest": check(copy.deepcopy(model).merge_and_unload().float()),
-                  "stochastic": check(merge_adapter(model).float())}
-        lost = {k: round((losses[k] - losses["adapter"]) / (base_loss - losses["adapter"]), 4)
-                for k in ("nearest", "stochastic")}
+                  **{f"stochastic_seed{seed}": check(merge_adapter(copy.deepcopy(model), seed).float())
+                     for seed in SEEDS}}
+        lost = {k: round((v - losses["adapter"]) / (base_loss - losses["adapter"]), 4)
+                for k, v in losses.items() if k != "adapter"}
         rows.append({"delta_rms_over_weight_rms": round(ratio, 5), "share_of_improvement_lost": lost,
                      "losses": {k: round(v, 6) for k, v in losses.items()}})
         print(rows[-1], flush=True)
@@ -141,10 +143,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/merge-precision.json"))
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--only", choices=["weights", "loss"], help="rerun one part, keep the other from --out")
     args = parser.parse_args()
+    result = json.loads(args.out.read_text()) if args.only else {}
     with tempfile.TemporaryDirectory() as workdir:
-        result = {"weight_space_8b_width": weight_space(),
-                  "loss_tiny_llama": loss_gap(Path(workdir), args.steps, args.learning_rate)}
+        if args.only != "loss":
+            result["weight_space_8b_width"] = weight_space()
+        if args.only != "weights":
+            result["loss_tiny_llama"] = loss_gap(Path(workdir), args.steps, args.learning_rate)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 
