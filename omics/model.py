@@ -234,10 +234,10 @@ def save_trained(model, tokenizer: PreTrainedTokenizerBase, out_dir: Path,
     shutil.rmtree(staging, ignore_errors=True)
     if isinstance(model, PeftModel):
         model.save_pretrained(staging / "adapter")
-        if merge_check:
+        if merge_check is not None:
             merge_check(model)
         model = merge_adapter(model)
-        if merge_check:
+        if merge_check is not None:
             merge_check(model)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     if tokenizer.chat_template:  # generation stops at the end of the assistant's turn
