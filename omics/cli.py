@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from omics import paths
-from omics.device import pin_one_gpu
+from omics.device import optional_features, pin_one_gpu
 from omics.errors import UserError, os_error_line
 
 log = logging.getLogger("omics")
@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if hasattr(args, "gpu"):
             log.info("one-GPU rule: CUDA_VISIBLE_DEVICES=%s (--gpu N picks another)", pin_one_gpu(args.gpu))
+            log.info("%s", optional_features())
         from omics.runs import hold_command  # one process per run folder, only omics' files replaced
 
         with hold_command(args):

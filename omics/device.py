@@ -11,6 +11,7 @@ import importlib.util
 import logging
 import os
 import sys
+from importlib import metadata
 
 from omics.errors import UserError
 
@@ -36,6 +37,28 @@ def pin_one_gpu(index: int = 0) -> str:
 
 def has_package(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
+
+
+# optional packages that change what runs: distribution name → import name
+OPTIONAL = {"liger-kernel": "liger_kernel", "flash-attn": "flash_attn", "vllm": "vllm", "torchao": "torchao"}
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:  # importable without install metadata (e.g. a source checkout)
+        return "(version unknown)"
+
+
+def optional_features() -> str:
+    """One line: which optional kernels and backends this environment has, and the CUDA device (if any)."""
+    import torch
+
+    found = [f"{name} {_version(name)}" for name, module in OPTIONAL.items() if has_package(module)]
+    missing = [name for name, module in OPTIONAL.items() if not has_package(module)]
+    device = f"CUDA {torch.version.cuda} on {torch.cuda.get_device_name(0)}" if use_cuda() else "CPU (no CUDA)"
+    return (f"optional kernels/backends found: {', '.join(found) or 'none'}; "
+            f"not installed: {', '.join(missing) or 'none'}; device: {device}")
 
 
 def use_cuda() -> bool:

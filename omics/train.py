@@ -38,6 +38,7 @@ from omics.errors import UserError
 from omics.evaluate.report import write_json
 from omics.loss import answer_only_loss
 from omics.model import (
+    MergeCheck,
     count_parameters,
     has_chat_template,
     load_model,
@@ -324,7 +325,8 @@ def _train(recipe: Recipe, args: RunArgs, run: Run) -> dict[str, Any]:
     if use_cuda():
         torch.cuda.reset_peak_memory_stats()
     result = trainer.train(resume_from_checkpoint=True if args.resume else None)
-    save_trained(trainer.model, tokenizer, args.output_dir)
+    merge_check = MergeCheck.first_blocks(train_set, trainer.data_collator)
+    save_trained(trainer.model, tokenizer, args.output_dir, merge_check)
     summary = {
         "stage": recipe.stage,
         "steps": trainer.state.global_step,
@@ -335,6 +337,7 @@ def _train(recipe: Recipe, args: RunArgs, run: Run) -> dict[str, Any]:
         "tokens_per_second": round(trainer.state.num_input_tokens_seen / max(result.metrics["train_runtime"], 1e-9), 1),
         "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if use_cuda() else None,
         "blocks": len(train_set),
+        "merge": merge_check.summary(),  # adapter vs merged loss on the first blocks; None without LoRA
         "model_dir": str(args.output_dir),
         "log_history": trainer.state.log_history,
     }

@@ -151,6 +151,31 @@ def test_run_summary_and_tensorboard(run):
     assert "train/loss" in tags
 
 
+def test_run_summary_merge_losses_are_those_of_the_saved_models(run, tiny_model, monkeypatch):
+    """The recorded adapter and merged losses are the saved adapter's and the saved model's on the first
+    training blocks; merging in fp32 is exact, so the gap is zero up to float noise."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from omics.config import TrainConfig
+    from omics.data.packing import PackedCollator
+    from omics.model import MergeCheck, load_tokenizer
+    from omics.stage2.train import recipe
+    from omics.train import build_dataset
+
+    merge = read_json(run.metrics / "run_summary.json")["merge"]
+    monkeypatch.chdir(run.root)  # the run's data cache
+    tokenizer = load_tokenizer(run.model, chat=True)
+    config = TrainConfig(**read_json(run.metrics / "parameters.json")["config"])
+    blocks = build_dataset(recipe(), run.root / "train.jsonl", tokenizer, config, {})[0]
+    check = MergeCheck.first_blocks(blocks, PackedCollator(tokenizer.pad_token_id))
+    adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), run.model / "adapter")
+    assert merge["batches"] == min(4, len(blocks))
+    assert check(adapter) == pytest.approx(merge["adapter_loss"], abs=1e-5)
+    assert check(AutoModelForCausalLM.from_pretrained(run.model)) == pytest.approx(merge["merged_loss"], abs=1e-5)
+    assert abs(merge["gap"]) < 1e-4
+
+
 # --------------------------------------------------------------------------------------------- evaluate
 
 
