@@ -13,13 +13,21 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from omics.data.packing import IGNORE
-from omics.device import liger_available
+from omics.device import liger_available, mixed_precision
 
 LOGIT_SLICE = 2048  # rows projected at once on the fallback path: 2048 x 128k fp32 = 1 GB
 
 
+def _compute_dtype(hidden: torch.Tensor) -> torch.dtype:
+    """The matmul dtype: autocast's when on (bf16 hidden states may arrive in fp32 from an fp32 trained norm;
+    casting the 128k-row weight up to them would copy it), else the hidden states'."""
+    device = hidden.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+
+
 def _slice_loss(weight: torch.Tensor, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    logits = torch.nn.functional.linear(hidden, weight.to(hidden.dtype)).float()
+    dtype = _compute_dtype(hidden)
+    logits = torch.nn.functional.linear(hidden.to(dtype), weight.to(dtype)).float()
     return torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
 
 
@@ -29,7 +37,8 @@ def labelled_cross_entropy(weight: torch.Tensor, hidden: torch.Tensor, targets: 
     if fused and hidden.is_cuda and liger_available(True):
         from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
 
-        return LigerFusedLinearCrossEntropyLoss(reduction="sum")(weight.to(hidden.dtype), hidden, targets)
+        dtype = _compute_dtype(hidden)  # a Triton kernel: autocast does not cast its inputs
+        return LigerFusedLinearCrossEntropyLoss(reduction="sum")(weight.to(dtype), hidden.to(dtype), targets)
     if len(hidden) <= LOGIT_SLICE:
         return _slice_loss(weight, hidden, targets)
     return sum(checkpoint(_slice_loss, weight, hidden[i : i + LOGIT_SLICE], targets[i : i + LOGIT_SLICE],
@@ -41,10 +50,14 @@ def answer_only_loss(model, inputs: dict[str, torch.Tensor], num_items_in_batch=
     batch (`num_items_in_batch`, as the Trainer passes it) so gradient accumulation weighs every token once.
     `fused=False` keeps Liger's fused loss off (the `liger` config key)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = base.model(input_ids=inputs["input_ids"], position_ids=inputs["position_ids"],
-                        use_cache=False).last_hidden_state  # with a cache, packed rows would attend across
     targets = inputs["labels"][:, 1:]
     keep = targets != IGNORE
-    # `.weight` of PEFT's trainable-token wrapper is the merged weight: built once per step, not per slice
-    loss = labelled_cross_entropy(base.lm_head.weight, hidden[:, :-1][keep], targets[keep], fused)
+    # Calling the inner decoder skips `model.forward`, the one call accelerate wraps in autocast: without our own,
+    # LoRA's fp32 trained norm weights meet bf16 linears ("expected m1 and m2 to have the same dtype"). Autocast
+    # rather than casting the trained weights to bf16, which would round their small updates away.
+    with mixed_precision(base):
+        hidden = base.model(input_ids=inputs["input_ids"], position_ids=inputs["position_ids"],
+                            use_cache=False).last_hidden_state  # with a cache, packed rows would attend across
+        # `.weight` of PEFT's trainable-token wrapper is the merged weight: built once per step, not per slice
+        loss = labelled_cross_entropy(base.lm_head.weight, hidden[:, :-1][keep], targets[keep], fused)
     return loss / (num_items_in_batch if num_items_in_batch is not None else keep.sum().clamp(min=1))

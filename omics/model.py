@@ -70,9 +70,9 @@ def end_of_turn_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return tokenizer.convert_tokens_to_ids(END_OF_TURN)
 
 
-def load_model(path: str | Path, attn: str = "auto") -> PreTrainedModel:
+def load_model(path: str | Path, attn: str = "auto", dtype: str = "auto") -> PreTrainedModel:
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=model_dtype(), attn_implementation=attention_implementation(attn)
+        path, dtype=model_dtype(dtype), attn_implementation=attention_implementation(attn)
     )
     if torch.cuda.is_available():
         model.to("cuda")

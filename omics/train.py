@@ -26,7 +26,7 @@ from omics import paths
 from omics.config import TrainConfig, load_config
 from omics.data.packing import Example, PackedCollator, cache_key, cached_blocks, file_sha256, pack
 from omics.data.validate import DataReport
-from omics.device import describe, liger_available, use_cuda
+from omics.device import describe, liger_available, model_dtype, use_cuda
 from omics.evaluate.report import write_json
 from omics.loss import answer_only_loss
 from omics.model import (
@@ -217,8 +217,16 @@ class OmicsTrainer(Trainer):
         return self.optimizer
 
 
+def check_precision(config: TrainConfig) -> None:
+    """fp16 training needs loss scaling, applied between backward and the optimizer step."""
+    if model_dtype(config.dtype) == torch.float16 and (config.finetune == "full" or config.optimizer_in_backward):
+        raise ValueError("dtype fp16 (GPUs without bf16) cannot train fp16 weights (finetune: full) nor update "
+                         "inside backward (loss scaling): use finetune=lora with optimizer_in_backward=false, "
+                         "or --set dtype=fp32")
+
+
 def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool) -> TrainingArguments:
-    cuda = use_cuda()
+    cuda, dtype = use_cuda(), model_dtype(config.dtype)
     return TrainingArguments(
         output_dir=str(checkpoints),
         per_device_train_batch_size=config.micro_batch_size,
@@ -232,8 +240,8 @@ def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool) -
         warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay,
         max_grad_norm=0.0 if config.optimizer_in_backward else config.max_grad_norm,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
-        fp16=cuda and not torch.cuda.is_bf16_supported(),
+        bf16=dtype == torch.bfloat16,  # accelerate's autocast (CPU too) around model.forward, as the loss's own
+        fp16=dtype == torch.float16,  # + loss scaling on a GPU
         logging_steps=config.logging_steps,
         logging_first_step=True,
         save_strategy="steps",
@@ -257,6 +265,7 @@ def train(recipe: Recipe, args: RunArgs) -> dict[str, Any]:
     """Run one stage's training end to end and return its run summary."""
     started = time.time()
     config = load_config(args.config, args.overrides)
+    check_precision(config)
     base = require_model_dir(args.base_model, recipe.missing_base_hint)
     check_directories(args)
     first_chat = recipe.chat and not has_chat_template(base)
@@ -268,7 +277,7 @@ def train(recipe: Recipe, args: RunArgs) -> dict[str, Any]:
     checkpoints = reset_directories(args)
     write_json(args.metrics_dir / "data_report.json", train_meta)
     torch.manual_seed(config.seed)
-    model = load_model(base, config.attn_implementation)
+    model = load_model(base, config.attn_implementation, config.dtype)
     repaired = repair_untrained_rows(model, tokenizer) if first_chat else []
     model = prepare_for_training(model, tokenizer, config)
     write_json(args.metrics_dir / "parameters.json", {
