@@ -57,15 +57,21 @@ def model_dtype(requested: str = "auto"):
     return {"auto": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[requested]
 
 
+def weights_dtype(model):
+    """The dtype the model's weights are stored in: its lowest precision (LoRA's trained copies are fp32)."""
+    import torch
+
+    return min((p.dtype for p in model.parameters() if p.is_floating_point()), key=lambda d: torch.finfo(d).bits)
+
+
 def mixed_precision(model):
-    """Autocast to the model's lowest-precision weights: LoRA's trained fp32 copies (norms, adapters, token rows)
-    then meet bf16/fp16 frozen weights in one matmul dtype. Needed wherever a forward bypasses the top-level
+    """Autocast to the model's weights dtype: LoRA's trained fp32 copies (norms, adapters, token rows) then meet
+    bf16/fp16 frozen weights in one matmul dtype. Needed wherever a forward bypasses the top-level
     `model.forward`, which is the only call accelerate wraps in autocast. A no-op for an fp32 model."""
     import torch
 
-    params = list(model.parameters())
-    dtype = min((p.dtype for p in params if p.is_floating_point()), key=lambda d: torch.finfo(d).bits)
-    return torch.autocast(params[0].device.type, dtype=dtype, enabled=dtype != torch.float32)
+    dtype = weights_dtype(model)
+    return torch.autocast(next(model.parameters()).device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 
 def attention_implementation(requested: str = "auto") -> str:

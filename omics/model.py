@@ -17,7 +17,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from omics.config import SYSTEM_PROMPT, TrainConfig
-from omics.device import attention_implementation, model_dtype
+from omics.device import attention_implementation, model_dtype, weights_dtype
 
 log = logging.getLogger("omics")
 
@@ -157,8 +157,9 @@ def save_trained(model, tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> Pa
     staging = out_dir / ".staging"
     shutil.rmtree(staging, ignore_errors=True)
     if isinstance(model, PeftModel):
-        model.save_pretrained(staging / "adapter")
-        model = model.merge_and_unload()
+        model.save_pretrained(staging / "adapter")  # trained weights as trained (fp32 copies included)
+        dtype = weights_dtype(model)
+        model = model.merge_and_unload().to(dtype)  # one dtype, the base's: the fp32 norms would be saved as F32
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     if tokenizer.chat_template:  # generation stops at the end of the assistant's turn
         model.generation_config.eos_token_id = [end_of_turn_id(tokenizer), tokenizer.eos_token_id]
