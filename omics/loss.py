@@ -14,6 +14,7 @@ from torch.utils.checkpoint import checkpoint
 
 from omics.data.packing import IGNORE
 from omics.device import liger_available, mixed_precision
+from omics.model import trained_rows
 
 LOGIT_SLICE = 2048  # rows projected at once on the fallback path: 2048 x 128k fp32 = 1 GB
 
@@ -25,23 +26,31 @@ def _compute_dtype(hidden: torch.Tensor) -> torch.dtype:
     return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
 
 
-def _slice_loss(weight: torch.Tensor, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def _slice_loss(weight: torch.Tensor, hidden: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor | None = None,
+                delta: torch.Tensor | None = None) -> torch.Tensor:
+    """`rows`/`delta`: trained rows of the head (PEFT's trainable tokens), their logits computed apart, so no merged
+    copy of the 128k-row head is built and no dense gradient of it either."""
     dtype = _compute_dtype(hidden)
-    logits = torch.nn.functional.linear(hidden.to(dtype), weight.to(dtype)).float()
-    return torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+    hidden = hidden.to(dtype)
+    logits = torch.nn.functional.linear(hidden, weight.to(dtype))
+    if rows is not None:
+        logits = logits.index_copy(-1, rows, torch.nn.functional.linear(hidden, delta.to(dtype)))
+    return torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
 
 
-def labelled_cross_entropy(weight: torch.Tensor, hidden: torch.Tensor, targets: torch.Tensor,
+def labelled_cross_entropy(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
                            fused: bool = True) -> torch.Tensor:
-    """Summed cross-entropy of `hidden @ weight.T` against `targets` (rows already restricted to labels)."""
+    """Summed cross-entropy of `head(hidden)` against `targets` (rows already restricted to labels)."""
     if fused and hidden.is_cuda and liger_available(True):
         from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
 
         dtype = _compute_dtype(hidden)  # a Triton kernel: autocast does not cast its inputs
-        return LigerFusedLinearCrossEntropyLoss(reduction="sum")(weight.to(dtype), hidden.to(dtype), targets)
+        # one weight matrix for the kernel: PEFT's merged head (`.weight` of its trainable-token wrapper)
+        return LigerFusedLinearCrossEntropyLoss(reduction="sum")(head.weight.to(dtype), hidden.to(dtype), targets)
+    weight, rows, delta = trained_rows(head)
     if len(hidden) <= LOGIT_SLICE:
-        return _slice_loss(weight, hidden, targets)
-    return sum(checkpoint(_slice_loss, weight, hidden[i : i + LOGIT_SLICE], targets[i : i + LOGIT_SLICE],
+        return _slice_loss(weight, hidden, targets, rows, delta)
+    return sum(checkpoint(_slice_loss, weight, hidden[i : i + LOGIT_SLICE], targets[i : i + LOGIT_SLICE], rows, delta,
                           use_reentrant=False) for i in range(0, len(hidden), LOGIT_SLICE))
 
 
@@ -58,6 +67,5 @@ def answer_only_loss(model, inputs: dict[str, torch.Tensor], num_items_in_batch=
     with mixed_precision(base):
         hidden = base.model(input_ids=inputs["input_ids"], position_ids=inputs["position_ids"],
                             use_cache=False).last_hidden_state  # with a cache, packed rows would attend across
-        # `.weight` of PEFT's trainable-token wrapper is the merged weight: built once per step, not per slice
-        loss = labelled_cross_entropy(base.lm_head.weight, hidden[:, :-1][keep], targets[keep], fused)
+        loss = labelled_cross_entropy(base.lm_head, hidden[:, :-1][keep], targets[keep], fused)
     return loss / (num_items_in_batch if num_items_in_batch is not None else keep.sum().clamp(min=1))

@@ -11,9 +11,11 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from types import MethodType
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.trainable_tokens import TrainableTokensLayer
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from omics.config import SYSTEM_PROMPT, TrainConfig
@@ -108,7 +110,8 @@ def chat_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
 
 def prepare_for_training(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, config: TrainConfig):
     """What the config trains (LoRA + norms, projections, chat rows; or all weights), with fp32 copies of
-    LoRA's few trained weights (1e-4 steps survive rounding) and activation checkpointing as configured."""
+    LoRA's few trained weights (1e-4 steps survive rounding), activation checkpointing and compilation as
+    configured."""
     model = _trainable(model, tokenizer, config)
     if config.finetune == "lora":
         for param in model.parameters():
@@ -117,6 +120,9 @@ def prepare_for_training(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
     if config.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False},
                                               every_n_layers=config.checkpoint_every_n_layers)
+    if config.torch_compile:  # the decoder, which the loss calls: the Trainer's option compiles model.forward
+        inner = model.get_base_model() if isinstance(model, PeftModel) else model
+        inner.model.compile()
     return model
 
 
@@ -140,7 +146,44 @@ def _trainable(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None
         trainable_token_indices={"embed_tokens": token_rows, "lm_head": token_rows} if token_rows else None,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
+    model = get_peft_model(model, lora)
+    for module in model.modules():
+        if isinstance(module, TrainableTokensLayer):
+            module.forward = MethodType(_rows_forward, module)
+    return model
+
+
+def trained_rows(module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """An embedding/head's frozen weight and, under PEFT's trainable tokens (one active adapter, unmerged), the
+    trained rows' indices and values, cast to the weight's dtype as PEFT's merge does."""
+    layer = getattr(module, "token_adapter", module)
+    if not isinstance(layer, TrainableTokensLayer):
+        return module.weight, None, None
+    weight = layer.get_base_layer().weight
+    if layer.disable_adapters or layer.merged or len(layer.active_adapters) != 1:
+        return layer.get_merged_weights(layer.active_adapters if not layer.disable_adapters else []), None, None
+    adapter = layer.active_adapters[0]
+    rows = torch.tensor(layer.token_indices[adapter], device=weight.device)
+    return weight, rows, layer.trainable_tokens_delta[adapter].to(weight)
+
+
+def _rows_forward(layer: TrainableTokensLayer, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """PEFT's forward rebuilds the whole matrix with the trained rows copied in (`index_copy` of the 128k-row
+    embedding or head: 1 GB at 8B in bf16, and a dense gradient of that size); this computes the same values
+    from the frozen weight and the few trained rows."""
+    weight, rows, delta = trained_rows(layer)
+    base = layer.get_base_layer()
+    if rows is None:
+        return TrainableTokensLayer.forward(layer, x, *args, **kwargs)
+    if isinstance(base, torch.nn.Linear):
+        out = torch.nn.functional.linear(x, weight)
+        return out.index_copy(-1, rows, torch.nn.functional.linear(x, delta))
+    out = torch.nn.functional.embedding(x, weight, base.padding_idx, base.max_norm, base.norm_type,
+                                        base.scale_grad_by_freq, base.sparse)
+    hit = x[..., None] == rows  # (..., trained rows): which trained row each token is, if any
+    out = torch.where(hit.any(-1, keepdim=True), delta[hit.int().argmax(-1)], out)
+    scale = layer._get_embed_scale()
+    return out if scale is None else out * scale.to(out.dtype)
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:

@@ -6,6 +6,7 @@ overwrite protection, checkpoints and resume, LoRA+, logging, saving — is shar
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import shutil
@@ -156,13 +157,18 @@ def reset_directories(args: RunArgs) -> Path:
     return args.output_dir / CHECKPOINTS
 
 
-def build_dataset(recipe: Recipe, path: Path, tokenizer, config: TrainConfig, extra: dict[str, Path]):
-    """Tokenised, packed blocks of one data file, cached by content, tokenizer and the settings that matter."""
-    key = cache_key(
+def data_key(recipe: Recipe, path: Path, tokenizer, config: TrainConfig, extra: dict[str, Path]) -> str:
+    """What the tokenised data depends on: file contents, tokenizer, template and the data settings."""
+    return cache_key(
         version=CACHE_VERSION, stage=recipe.stage, data=file_sha256(path),
         extra={k: file_sha256(v) for k, v in extra.items()}, tokenizer=len(tokenizer),
         template=tokenizer.chat_template, **{k: getattr(config, k) for k in DATA_KEYS},
     )
+
+
+def build_dataset(recipe: Recipe, path: Path, tokenizer, config: TrainConfig, extra: dict[str, Path]):
+    """Tokenised, packed blocks of one data file, cached by content, tokenizer and the settings that matter."""
+    key = data_key(recipe, path, tokenizer, config, extra)
     report = DataReport(str(path))
     meta: dict[str, Any] = {"extra": {k: str(v) for k, v in extra.items()}}
 
@@ -179,18 +185,27 @@ def build_dataset(recipe: Recipe, path: Path, tokenizer, config: TrainConfig, ex
 
 
 def choose_max_length(recipe: Recipe, args: RunArgs, tokenizer, config: TrainConfig) -> int:
-    """`max_length: 0` = auto: one extra tokenisation pass, then the 99th percentile rounded up to 128."""
+    """`max_length: 0` = auto: one extra tokenisation pass, then the 99th percentile rounded up to 128. The choice
+    is cached like the data (max_length 0 in the key), so a second run or --resume does not tokenise again."""
     from omics.data.instructions import auto_max_length, length_stats
 
-    unbounded = replace(config, max_length=10**9)
-    meta: dict[str, Any] = {"extra": {k: str(v) for k, v in args.extra_data.items()}}
-    report = DataReport(str(args.data))
-    lengths = [len(ids) for ids, _ in recipe.examples(args.data, tokenizer, unbounded, report, meta)]
-    stats = length_stats(lengths)
-    chosen = auto_max_length(stats)
-    log.info("max_length auto: %d (token lengths %s; %d examples longer get shortened)", chosen, stats,
-             sum(n > chosen for n in lengths))
-    return chosen
+    key = data_key(recipe, args.data, tokenizer, config, args.extra_data)
+    cached = paths.ARCHIVE / "cache" / f"stage{recipe.stage}-max-length-{key}.json"
+    hit = cached.is_file()
+    if hit:
+        choice = json.loads(cached.read_text())
+    else:
+        meta: dict[str, Any] = {"extra": {k: str(v) for k, v in args.extra_data.items()}}
+        examples = recipe.examples(args.data, tokenizer, replace(config, max_length=10**9),
+                                   DataReport(str(args.data)), meta)
+        lengths = [len(ids) for ids, _ in examples]
+        stats = length_stats(lengths)
+        chosen = auto_max_length(stats)
+        choice = {"max_length": chosen, "stats": stats, "longer": sum(n > chosen for n in lengths)}
+        write_json(cached, choice)
+    log.info("max_length auto: %d (token lengths %s; %d examples longer get shortened)%s", choice["max_length"],
+             choice["stats"], choice["longer"], f" (cached: {cached})" if hit else "")
+    return choice["max_length"]
 
 
 class OmicsTrainer(Trainer):
@@ -203,7 +218,7 @@ class OmicsTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         inner = getattr(self.optimizer, "optimizer", self.optimizer)  # accelerate wraps the optimizer
         if isinstance(inner, StepInBackward) and "grad_norm" in logs:  # no full gradient for HF to measure
-            logs["grad_norm"] = inner.grad_norm
+            logs["grad_norm"] = float(inner.grad_norm)  # the one device read of the step's norm
         super().log(logs, start_time)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -256,8 +271,7 @@ def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool) -
         use_cpu=not cuda,
         use_liger_kernel=liger_available(config.liger),
         include_num_input_tokens_seen="non_padding",
-        dataloader_pin_memory=cuda,
-        torch_compile=config.torch_compile,
+        dataloader_pin_memory=cuda,  # torch_compile: prepare_for_training compiles what the loss calls
     )
 
 
