@@ -19,6 +19,7 @@ from omics.config import load_config
 from omics.loss import answer_only_loss
 from omics.model import load_model, load_tokenizer, prepare_for_training
 from omics.paths import default_config
+from omics.train import check_precision
 
 BF16 = [f"--set={item}" for item in (
     "dtype=bf16", "liger=false", "micro_batch_size=1", "grad_accum=1", "max_steps=2",
@@ -45,6 +46,16 @@ def test_stage2_config_step_in_bf16_with_trained_norms(tiny_model):
     norm = model.get_base_model().model.norm.modules_to_save["default"].weight
     assert norm.dtype == torch.float32 and norm.grad is not None and torch.isfinite(norm.grad).all()
     assert model.get_base_model().model.layers[0].mlp.up_proj.base_layer.weight.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["dtype=bf15"], "config key 'dtype' must be one of"),
+    (["dtype=fp16", "finetune=full"], "dtype fp16"),
+    (["dtype=fp16", "finetune=lora", "optimizer_in_backward=true", "grad_accum=1"], "dtype fp16"),
+])
+def test_unusable_dtype_settings_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        check_precision(load_config(default_config(2), overrides))
 
 
 @pytest.fixture(scope="module")
