@@ -160,8 +160,10 @@ def trained_rows(module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | 
     if not isinstance(layer, TrainableTokensLayer):
         return module.weight, None, None
     weight = layer.get_base_layer().weight
-    if layer.disable_adapters or layer.merged or len(layer.active_adapters) != 1:
-        return layer.get_merged_weights(layer.active_adapters if not layer.disable_adapters else []), None, None
+    if layer.disable_adapters or layer.merged:  # the base weight is the answer: rows merged in, or adapters off
+        return weight, None, None
+    if len(layer.active_adapters) != 1:
+        return layer.get_merged_weights(layer.active_adapters), None, None
     adapter = layer.active_adapters[0]
     rows = torch.tensor(layer.token_indices[adapter], device=weight.device)
     return weight, rows, layer.trainable_tokens_delta[adapter].to(weight)
