@@ -26,7 +26,8 @@ from transformers import AutoModelForCausalLM
 from omics.cli import main as omics
 from omics.config import TrainConfig
 from omics.data.packing import PackedCollator
-from omics.model import MergeCheck, load_tokenizer, merge_adapter
+from omics.loss import MergeCheck
+from omics.model import load_tokenizer, merge_adapter
 from omics.stage2.train import recipe
 from omics.tiny import build_tiny_llama
 from omics.train import build_dataset

@@ -15,11 +15,16 @@ import sys
 from pathlib import Path
 
 from omics import paths
-from omics.device import optional_features, pin_one_gpu
+from omics.device import DTYPES, optional_features, pin_one_gpu
 from omics.errors import UserError, os_error_line
 
 log = logging.getLogger("omics")
 BATCH_TOKENS_HELP = "tokens (prompt + answer) per batch; default 65536 on a GPU, 8192 on CPU; lower it on OOM"
+
+
+def _dtype(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dtype", choices=DTYPES, default="auto",
+                        help="weights: auto = bf16 on GPUs that have it, else fp16; fp32 on CPU")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +61,7 @@ def _evaluate_parser(sub, stage: int) -> None:
         p.add_argument("--max-samples", type=int, help="evaluate at most N examples per task")
         p.add_argument("--max-new-tokens", type=int, default=64 if stage == 2 else 512)
         p.add_argument("--backend", choices=["auto", "hf", "vllm"], default="auto")
+    _dtype(p)
     _common(p)
 
 
@@ -87,12 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--backend", choices=["auto", "hf", "vllm"], default="auto")
     generate.add_argument("--max-new-tokens", type=int, default=512)
     generate.add_argument("--batch-tokens", type=int, help=BATCH_TOKENS_HELP)
+    _dtype(generate)
     _common(generate)
     chat = commands.add_parser("chat", help="interactive session with a trained model (streams tokens)")
     chat.add_argument("--model", type=Path, default=paths.model_dir(2))
     chat.add_argument("--system", help="system prompt (default: the paper's)")
     chat.add_argument("--max-new-tokens", type=int, default=512)
     chat.add_argument("--gpu", type=int, default=0, help="index of the one GPU to use (default 0)")
+    _dtype(chat)
     bench = commands.add_parser("bench", help="speed benchmarks (results JSON under benchmarks/results)")
     bench_kind = bench.add_subparsers(dest="kind", required=True)
     train_bench = bench_kind.add_parser("train", help="training throughput: naive baseline vs our paths")
@@ -117,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_bench.add_argument("--out", type=Path, default=Path("benchmarks/results/eval.json"))
     for parser_ in (train_bench, eval_bench):
         parser_.add_argument("--gpu", type=int, default=0, help="index of the one GPU to use (default 0)")
+        _dtype(parser_)
     demo = commands.add_parser("demo", help="run all stages on a tiny model and the bundled samples")
     demo.add_argument("--workdir", type=Path, default=Path("archive/demo"))
     _common(demo)

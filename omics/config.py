@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from omics.device import DTYPES
 from omics.errors import UserError
 
 SYSTEM_PROMPT = (
@@ -60,6 +61,7 @@ class TrainConfig:
     liger: bool = True  # Liger kernels (fused linear cross-entropy, RMSNorm, SwiGLU, RoPE) when installed
     attn_implementation: str = "auto"  # "auto" picks flash_attention_2 if installed, else sdpa
     torch_compile: bool = False
+    dtype: str = "auto"  # weights: "auto" (bf16 on GPUs that have it, else fp16; fp32 on CPU), "bf16", "fp16", "fp32"
     seed: int = 42
     # bookkeeping
     logging_steps: int = 10
@@ -114,7 +116,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
         raise UserError(f"{path}: unknown config keys {unknown}; valid keys: {sorted(declared)}")
     config = TrainConfig(**{k: _coerce(k, declared[k], v) for k, v in values.items()})
     choices = {"finetune": ("lora", "full"), "on_bad_line": ("skip", "stop"),
-               "on_bad_reasoning": ("skip", "keep", "stop"), "optimizer": ("adamw", "adamw_8bit", "adafactor")}
+               "on_bad_reasoning": ("skip", "keep", "stop"), "optimizer": ("adamw", "adamw_8bit", "adafactor"),
+               "dtype": DTYPES}
     for key, allowed in choices.items():
         if getattr(config, key) not in allowed:
             raise UserError(f"config key {key!r} must be one of {allowed}, got {getattr(config, key)!r}")

@@ -67,13 +67,36 @@ def use_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def model_dtype():
-    """bf16 on GPUs that have it, fp32 on CPU (CPU bf16 matmuls are slow and lossy for tiny models)."""
+DTYPES = ("auto", "bf16", "fp16", "fp32")
+
+
+def model_dtype(requested: str = "auto"):
+    """The weights' dtype: as requested, or `auto` = bf16 on GPUs that have it, fp16 on others, fp32 on CPU (CPU
+    bf16 matmuls are slow and lossy for tiny models; `bf16` on CPU runs the GPU's precision path, for tests)."""
     import torch
 
-    if use_cuda():
+    if requested not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {requested!r}")
+    if requested == "auto" and use_cuda():
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+    return {"auto": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[requested]
+
+
+def weights_dtype(model):
+    """The dtype the model's weights are stored in: its lowest precision (LoRA's trained copies are fp32)."""
+    import torch
+
+    return min((p.dtype for p in model.parameters() if p.is_floating_point()), key=lambda d: torch.finfo(d).bits)
+
+
+def mixed_precision(model):
+    """Autocast to the model's weights dtype: LoRA's trained fp32 copies (norms, adapters, token rows) then meet
+    bf16/fp16 frozen weights in one matmul dtype. Needed wherever a forward bypasses the top-level
+    `model.forward`, which is the only call accelerate wraps in autocast. A no-op for an fp32 model."""
+    import torch
+
+    dtype = weights_dtype(model)
+    return torch.autocast(next(model.parameters()).device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 
 def attention_implementation(requested: str = "auto") -> str:

@@ -13,17 +13,17 @@ import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from types import MethodType
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
+from peft.tuners.trainable_tokens import TrainableTokensLayer
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from omics.config import SYSTEM_PROMPT, TrainConfig
-from omics.data.packing import IGNORE
-from omics.device import attention_implementation, model_dtype
+from omics.device import attention_implementation, model_dtype, weights_dtype
 from omics.errors import UserError
-from omics.loss import answer_only_loss
 from omics.runs import sibling
 
 log = logging.getLogger("omics")
@@ -80,9 +80,9 @@ def end_of_turn_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return tokenizer.convert_tokens_to_ids(END_OF_TURN)
 
 
-def load_model(path: str | Path, attn: str = "auto") -> PreTrainedModel:
+def load_model(path: str | Path, attn: str = "auto", dtype: str = "auto") -> PreTrainedModel:
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=model_dtype(), attn_implementation=attention_implementation(attn)
+        path, dtype=model_dtype(dtype), attn_implementation=attention_implementation(attn)
     )
     if torch.cuda.is_available():
         model.to("cuda")
@@ -118,7 +118,8 @@ def chat_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
 
 def prepare_for_training(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, config: TrainConfig):
     """What the config trains (LoRA + norms, projections, chat rows; or all weights), with fp32 copies of
-    LoRA's few trained weights (1e-4 steps survive rounding) and activation checkpointing as configured."""
+    LoRA's few trained weights (1e-4 steps survive rounding), activation checkpointing and compilation as
+    configured."""
     model = _trainable(model, tokenizer, config)
     if config.finetune == "lora":
         for param in model.parameters():
@@ -127,6 +128,9 @@ def prepare_for_training(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
     if config.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False},
                                               every_n_layers=config.checkpoint_every_n_layers)
+    if config.torch_compile:  # the decoder, which the loss calls: the Trainer's option compiles model.forward
+        inner = model.get_base_model() if isinstance(model, PeftModel) else model
+        inner.model.compile()
     return model
 
 
@@ -150,7 +154,46 @@ def _trainable(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None
         trainable_token_indices={"embed_tokens": token_rows, "lm_head": token_rows} if token_rows else None,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
+    model = get_peft_model(model, lora)
+    for module in model.modules():
+        if isinstance(module, TrainableTokensLayer):
+            module.forward = MethodType(_rows_forward, module)
+    return model
+
+
+def trained_rows(module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """An embedding/head's frozen weight and, under PEFT's trainable tokens (one active adapter, unmerged), the
+    trained rows' indices and values, cast to the weight's dtype as PEFT's merge does."""
+    layer = getattr(module, "token_adapter", module)
+    if not isinstance(layer, TrainableTokensLayer):
+        return module.weight, None, None
+    weight = layer.get_base_layer().weight
+    if layer.disable_adapters or layer.merged:  # the base weight is the answer: rows merged in, or adapters off
+        return weight, None, None
+    if len(layer.active_adapters) != 1:
+        return layer.get_merged_weights(layer.active_adapters), None, None
+    adapter = layer.active_adapters[0]
+    rows = torch.tensor(layer.token_indices[adapter], device=weight.device)
+    return weight, rows, layer.trainable_tokens_delta[adapter].to(weight)
+
+
+def _rows_forward(layer: TrainableTokensLayer, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """PEFT's forward rebuilds the whole matrix with the trained rows copied in (`index_copy` of the 128k-row
+    embedding or head: 1 GB at 8B in bf16, and a dense gradient of that size); this computes the same values
+    from the frozen weight and the few trained rows."""
+    weight, rows, delta = trained_rows(layer)
+    base = layer.get_base_layer()
+    if rows is None:
+        return TrainableTokensLayer.forward(layer, x, *args, **kwargs)
+    if isinstance(base, torch.nn.Linear):
+        out = torch.nn.functional.linear(x, weight)
+        return out.index_copy(-1, rows, torch.nn.functional.linear(x, delta))
+    out = torch.nn.functional.embedding(x, weight, base.padding_idx, base.max_norm, base.norm_type,
+                                        base.scale_grad_by_freq, base.sparse)
+    hit = x[..., None] == rows  # (..., trained rows): which trained row each token is, if any
+    out = torch.where(hit.any(-1, keepdim=True), delta[hit.int().argmax(-1)], out)
+    scale = layer._get_embed_scale()
+    return out if scale is None else out * scale.to(out.dtype)
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:
@@ -190,46 +233,8 @@ def merge_adapter(model: PeftModel, seed: int = 0) -> PreTrainedModel:
         return model.merge_and_unload()
 
 
-class MergeCheck:
-    """The answer-only loss of the adapter model, then of the merged model, on the same fixed batches: what
-    merging into the base dtype costs, measured on every run (run_summary.json "merge")."""
-
-    def __init__(self, batches: list[dict[str, torch.Tensor]]):
-        self.batches = batches
-        self.losses: list[float] = []
-
-    @classmethod
-    def first_blocks(cls, dataset, collator: Callable, count: int = 4) -> MergeCheck:
-        """The first `count` training blocks, one per batch (the same ones on every run of the same data)."""
-        return cls([collator([dataset[i]]) for i in range(min(count, len(dataset)))])
-
-    @torch.no_grad()
-    def __call__(self, model: torch.nn.Module) -> float:
-        weight = model.get_input_embeddings().weight
-        autocast = torch.autocast(weight.device.type, dtype=weight.dtype, enabled=weight.dtype != torch.float32)
-        was_training = model.training
-        model.eval()
-        total = count = 0.0
-        with autocast:
-            for batch in self.batches:
-                batch = {k: v.to(weight.device) for k, v in batch.items()}
-                labelled = (batch["labels"][:, 1:] != IGNORE).sum().item()
-                total += answer_only_loss(model, batch, labelled).item() * labelled
-                count += labelled
-        model.train(was_training)
-        self.losses.append(total / max(count, 1))
-        return self.losses[-1]
-
-    def summary(self) -> dict[str, float | int] | None:
-        if len(self.losses) != 2:
-            return None  # nothing was merged (full fine-tuning)
-        adapter, merged = self.losses
-        return {"adapter_loss": round(adapter, 6), "merged_loss": round(merged, 6),
-                "gap": round(merged - adapter, 6), "batches": len(self.batches)}
-
-
 def save_trained(model, tokenizer: PreTrainedTokenizerBase, out_dir: Path,
-                 merge_check: MergeCheck | None = None) -> Path:
+                 merge_check: Callable[[torch.nn.Module], float] | None = None) -> Path:
     """Save a standalone model (LoRA merged in) + tokenizer to `out_dir`; keep the adapter in `adapter/`.
 
     `merge_check(model)` (a loss on fixed batches) is called on the adapter model and on the merged model.
@@ -238,10 +243,11 @@ def save_trained(model, tokenizer: PreTrainedTokenizerBase, out_dir: Path,
     staging = out_dir / ".staging"
     shutil.rmtree(staging, ignore_errors=True)
     if isinstance(model, PeftModel):
-        model.save_pretrained(staging / "adapter")
+        model.save_pretrained(staging / "adapter")  # trained weights as trained (fp32 copies included)
         if merge_check is not None:
             merge_check(model)
-        model = merge_adapter(model)
+        dtype = weights_dtype(model)
+        model = merge_adapter(model).to(dtype)  # one dtype, the base's: the fp32 norms would be saved as F32
         if merge_check is not None:
             merge_check(model)
     model.generation_config.pad_token_id = tokenizer.pad_token_id

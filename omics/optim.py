@@ -64,7 +64,9 @@ class StepInBackward(torch.optim.Optimizer):
 
     def __init__(self, groups: list[dict], factory: OptimizerFactory):
         super().__init__(groups, {})
-        self.squared_norm, self.grad_norm = 0.0, 0.0  # the step's gradient norm, for the logs
+        # the step's gradient norm, for the logs: summed on the device, read only when logged (no sync per weight)
+        self.squared_norm: torch.Tensor | float = 0.0
+        self.grad_norm: torch.Tensor | float = 0.0
         self.inner: dict[torch.nn.Parameter, tuple[torch.optim.Optimizer, dict]] = {}
         for group in self.param_groups:
             for param in group["params"]:
@@ -73,8 +75,8 @@ class StepInBackward(torch.optim.Optimizer):
 
     def _update(self, param: torch.nn.Parameter) -> None:
         optimizer, group = self.inner[param]
-        optimizer.param_groups[0]["lr"] = float(group["lr"])
-        self.squared_norm += float(param.grad.float().pow(2).sum())
+        optimizer.param_groups[0]["lr"] = group["lr"]  # the scheduler's float: no device read
+        self.squared_norm = self.squared_norm + param.grad.float().pow(2).sum()
         optimizer.step()
         param.grad = None
 

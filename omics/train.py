@@ -6,6 +6,7 @@ overwrite protection, checkpoints and resume, LoRA+, logging, saving — is shar
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import subprocess
@@ -33,12 +34,11 @@ from omics.data.packing import (
     tokenizer_fingerprint,
 )
 from omics.data.validate import DataReport
-from omics.device import describe, liger_available, use_cuda
+from omics.device import describe, liger_available, model_dtype, use_cuda
 from omics.errors import UserError
 from omics.evaluate.report import write_json
-from omics.loss import answer_only_loss
+from omics.loss import MergeCheck, answer_only_loss
 from omics.model import (
-    MergeCheck,
     count_parameters,
     has_chat_template,
     load_model,
@@ -171,13 +171,18 @@ def hold_directories(args: RunArgs) -> Run:
                continue_pending=args.resume)
 
 
-def build_dataset(recipe: Recipe, path: Path, tokenizer, config: TrainConfig, extra: dict[str, Path]):
-    """Tokenised, packed blocks of one data file, cached by content, tokenizer and the settings that matter."""
-    key = cache_key(
+def data_key(recipe: Recipe, path: Path, tokenizer, config: TrainConfig, extra: dict[str, Path]) -> str:
+    """What the tokenised data depends on: file contents, tokenizer, template and the data settings."""
+    return cache_key(
         version=CACHE_VERSION, stage=recipe.stage, data=file_sha256(path),
         extra={k: file_sha256(v) for k, v in extra.items()}, tokenizer=tokenizer_fingerprint(tokenizer.name_or_path),
         template=tokenizer.chat_template, **{k: getattr(config, k) for k in DATA_KEYS},
     )
+
+
+def build_dataset(recipe: Recipe, path: Path, tokenizer, config: TrainConfig, extra: dict[str, Path]):
+    """Tokenised, packed blocks of one data file, cached by content, tokenizer and the settings that matter."""
+    key = data_key(recipe, path, tokenizer, config, extra)
     report = DataReport(str(path))
     meta: dict[str, Any] = {"extra": {k: str(v) for k, v in extra.items()}}
 
@@ -196,18 +201,27 @@ def build_dataset(recipe: Recipe, path: Path, tokenizer, config: TrainConfig, ex
 
 
 def choose_max_length(recipe: Recipe, args: RunArgs, tokenizer, config: TrainConfig) -> int:
-    """`max_length: 0` = auto: one extra tokenisation pass, then the 99th percentile rounded up to 128."""
+    """`max_length: 0` = auto: one extra tokenisation pass, then the 99th percentile rounded up to 128. The choice
+    is cached like the data (max_length 0 in the key), so a second run or --resume does not tokenise again."""
     from omics.data.instructions import auto_max_length, length_stats
 
-    unbounded = replace(config, max_length=10**9)
-    meta: dict[str, Any] = {"extra": {k: str(v) for k, v in args.extra_data.items()}}
-    report = DataReport(str(args.data))
-    lengths = [len(ids) for ids, _ in recipe.examples(args.data, tokenizer, unbounded, report, meta)]
-    stats = length_stats(lengths)
-    chosen = auto_max_length(stats)
-    log.info("max_length auto: %d (token lengths %s; %d examples longer get shortened)", chosen, stats,
-             sum(n > chosen for n in lengths))
-    return chosen
+    key = data_key(recipe, args.data, tokenizer, config, args.extra_data)
+    cached = paths.ARCHIVE / "cache" / f"stage{recipe.stage}-max-length-{key}.json"
+    hit = cached.is_file()
+    if hit:
+        choice = json.loads(cached.read_text())
+    else:
+        meta: dict[str, Any] = {"extra": {k: str(v) for k, v in args.extra_data.items()}}
+        examples = recipe.examples(args.data, tokenizer, replace(config, max_length=10**9),
+                                   DataReport(str(args.data)), meta)
+        lengths = [len(ids) for ids, _ in examples]
+        stats = length_stats(lengths)
+        chosen = auto_max_length(stats)
+        choice = {"max_length": chosen, "stats": stats, "longer": sum(n > chosen for n in lengths)}
+        write_json(cached, choice)
+    log.info("max_length auto: %d (token lengths %s; %d examples longer get shortened)%s", choice["max_length"],
+             choice["stats"], choice["longer"], f" (cached: {cached})" if hit else "")
+    return choice["max_length"]
 
 
 class OmicsTrainer(Trainer):
@@ -220,7 +234,7 @@ class OmicsTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         inner = getattr(self.optimizer, "optimizer", self.optimizer)  # accelerate wraps the optimizer
         if isinstance(inner, StepInBackward) and "grad_norm" in logs:  # no full gradient for HF to measure
-            logs["grad_norm"] = inner.grad_norm
+            logs["grad_norm"] = float(inner.grad_norm)  # the one device read of the step's norm
         super().log(logs, start_time)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -234,8 +248,16 @@ class OmicsTrainer(Trainer):
         return self.optimizer
 
 
+def check_precision(config: TrainConfig) -> None:
+    """fp16 training needs loss scaling, applied between backward and the optimizer step."""
+    if model_dtype(config.dtype) == torch.float16 and (config.finetune == "full" or config.optimizer_in_backward):
+        raise ValueError("dtype fp16 (GPUs without bf16) cannot train fp16 weights (finetune: full) nor update "
+                         "inside backward (loss scaling): use finetune=lora with optimizer_in_backward=false, "
+                         "or --set dtype=fp32")
+
+
 def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool) -> TrainingArguments:
-    cuda = use_cuda()
+    cuda, dtype = use_cuda(), model_dtype(config.dtype)
     return TrainingArguments(
         output_dir=str(checkpoints),
         per_device_train_batch_size=config.micro_batch_size,
@@ -249,8 +271,8 @@ def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool) -
         warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay,
         max_grad_norm=0.0 if config.optimizer_in_backward else config.max_grad_norm,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
-        fp16=cuda and not torch.cuda.is_bf16_supported(),
+        bf16=dtype == torch.bfloat16,  # accelerate's autocast (CPU too) around model.forward, as the loss's own
+        fp16=dtype == torch.float16,  # + loss scaling on a GPU
         logging_steps=config.logging_steps,
         logging_first_step=True,
         save_strategy="steps",
@@ -265,8 +287,7 @@ def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool) -
         use_cpu=not cuda,
         use_liger_kernel=liger_available(config.liger),
         include_num_input_tokens_seen="non_padding",
-        dataloader_pin_memory=cuda,
-        torch_compile=config.torch_compile,
+        dataloader_pin_memory=cuda,  # torch_compile: prepare_for_training compiles what the loss calls
     )
 
 
@@ -279,6 +300,7 @@ def train(recipe: Recipe, args: RunArgs) -> dict[str, Any]:
 def _train(recipe: Recipe, args: RunArgs, run: Run) -> dict[str, Any]:
     started = time.time()
     config = load_config(args.config, args.overrides)
+    check_precision(config)
     base = require_model_dir(args.base_model, recipe.missing_base_hint)
     check_directories(args)
     first_chat = recipe.chat and not has_chat_template(base)
@@ -290,7 +312,7 @@ def _train(recipe: Recipe, args: RunArgs, run: Run) -> dict[str, Any]:
     checkpoints = reset_directories(args, run)
     write_json(args.metrics_dir / "data_report.json", train_meta)
     torch.manual_seed(config.seed)
-    model = load_model(base, config.attn_implementation)
+    model = load_model(base, config.attn_implementation, config.dtype)
     repaired = repair_untrained_rows(model, tokenizer) if first_chat else []
     model = prepare_for_training(model, tokenizer, config)
     write_json(args.metrics_dir / "parameters.json", {

@@ -159,7 +159,8 @@ def test_run_summary_merge_losses_are_those_of_the_saved_models(run, tiny_model,
 
     from omics.config import TrainConfig
     from omics.data.packing import PackedCollator
-    from omics.model import MergeCheck, load_tokenizer
+    from omics.loss import MergeCheck
+    from omics.model import load_tokenizer
     from omics.stage2.train import recipe
     from omics.train import build_dataset
 

@@ -17,7 +17,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from omics.bench.train import SHAPES, synthetic_examples
-from omics.device import describe, has_package, use_cuda
+from omics.device import describe, has_package, model_dtype, use_cuda
 from omics.evaluate.generate import HFBackend
 from omics.model import load_tokenizer
 from omics.tiny import save_llama3_tokenizer
@@ -50,8 +50,8 @@ def run(args: Namespace) -> dict:
     config = (AutoConfig.from_pretrained(shape) if isinstance(shape, Path)
               else AutoConfig.for_model("llama", vocab_size=128256, **shape))
     torch.manual_seed(0)
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa").to(device).eval()
+    model = AutoModelForCausalLM.from_config(config, dtype=model_dtype(args.dtype), attn_implementation="sdpa")
+    model = model.to(device).eval()
     with tempfile.TemporaryDirectory() as tmp:
         save_llama3_tokenizer(Path(tmp))
         tokenizer = load_tokenizer(tmp, chat=True)

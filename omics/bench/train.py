@@ -21,7 +21,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from omics.config import TrainConfig
 from omics.data.packing import IGNORE, PackedCollator, pack
-from omics.device import describe, liger_available, use_cuda
+from omics.device import describe, liger_available, model_dtype, use_cuda
 from omics.loss import answer_only_loss
 from omics.model import prepare_for_training
 from omics.optim import make_optimizer
@@ -119,7 +119,7 @@ def matmul_peak_tflops(device: torch.device) -> float:
 
 
 def measure(model_config, path: Variant, examples, steps: int, pad_id: int, device) -> dict:
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = model_dtype(path.config.dtype)
     torch.manual_seed(0)
     cfg = path.config
     model = AutoModelForCausalLM.from_config(model_config, dtype=dtype,
@@ -172,11 +172,13 @@ def measure(model_config, path: Variant, examples, steps: int, pad_id: int, devi
     return result
 
 
-def variants(max_length: int, micro_batch: int, stage: int, attentions: list[str]) -> list[Variant]:
+def variants(max_length: int, micro_batch: int, stage: int, attentions: list[str],
+             dtype: str = "auto") -> list[Variant]:
     """The naive baseline and our path (once per attention implementation) for one stage, on its data."""
     rank = 128 if stage == 1 else 64  # the stage's adapter shape for both: the comparison is the engineering
     lora = TrainConfig(lora_r=rank, lora_alpha=rank // 2, train_norms=False, max_length=max_length,
-                       micro_batch_size=micro_batch, grad_accum=1, liger=False, attn_implementation="sdpa")
+                       micro_batch_size=micro_batch, grad_accum=1, liger=False, attn_implementation="sdpa",
+                       dtype=dtype)
     ours = replace(lora, train_norms=True, liger=True, checkpoint_every_n_layers=2)
     if stage == 3:
         ours = replace(ours, finetune="full", optimizer="adamw_8bit", optimizer_in_backward=True,
@@ -218,7 +220,7 @@ def run(args: Namespace) -> dict:
     results = []
     for stage in args.stages:
         examples = synthetic_examples(stage, args.examples, args.max_length)
-        measured = variants(args.max_length, args.micro_batch_size, stage, args.attn)
+        measured = variants(args.max_length, args.micro_batch_size, stage, args.attn, args.dtype)
         for variant in measured:
             try:
                 result = measure(model_config, variant, examples, args.steps, 128004, device)

@@ -18,7 +18,7 @@ def run(args: Namespace) -> None:
 
     model_dir = require_model_dir(args.model, "Pass the directory of a trained model (e.g. archive/models/stage2).")
     tokenizer = load_tokenizer(model_dir, chat=True)
-    model = load_model(model_dir).eval()
+    model = load_model(model_dir, dtype=args.dtype).eval()
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     messages = [{"role": "system", "content": args.system or SYSTEM_PROMPT}]
     print("omics chat: /reset to start over, /exit to quit")

@@ -89,7 +89,7 @@ def run(args: Namespace) -> list[dict]:
     model = require_model_dir(args.model, "Pass the directory of a trained model (e.g. archive/models/stage2).")
     summary = training_summary(args.train_data, model.parent.parent / "metrics" / model.name)
     specs = build_task_specs(summary) if summary else {}
-    backend = make_backend(args.backend, model, args.max_new_tokens, args.batch_tokens)
+    backend = make_backend(args.backend, model, args.max_new_tokens, args.batch_tokens, args.dtype)
     prompts = [prompt_text(backend.tokenizer, str(r["input"]), str(r.get("system") or SYSTEM_PROMPT)) for r in rows]
     for row, generation in zip(rows, backend.generate(prompts), strict=True):
         text = row["generated"] = generation.text

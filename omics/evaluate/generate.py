@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
 
-from omics.device import default_batch_tokens, has_package, use_cuda
+from omics.device import default_batch_tokens, has_package, model_dtype, use_cuda
 from omics.errors import UserError
 from omics.model import end_of_turn_id, load_model, load_tokenizer
 
@@ -64,8 +64,10 @@ class HFBackend:
         self.stop_ids = [end_of_turn_id(self.tokenizer), self.tokenizer.eos_token_id]
 
     @classmethod
-    def load(cls, model_dir: str | Path, max_new_tokens: int, batch_tokens: int = 8192) -> HFBackend:
-        return cls(load_model(model_dir).eval(), load_tokenizer(model_dir, chat=True), max_new_tokens, batch_tokens)
+    def load(cls, model_dir: str | Path, max_new_tokens: int, batch_tokens: int = 8192,
+             dtype: str = "auto") -> HFBackend:
+        model = load_model(model_dir, dtype=dtype).eval()
+        return cls(model, load_tokenizer(model_dir, chat=True), max_new_tokens, batch_tokens)
 
     def _batches(self, lengths: list[int]) -> list[list[int]]:
         """Indices grouped longest first, each batch's (prompt + answer) tokens within the budget."""
@@ -118,11 +120,12 @@ class VLLMBackend:
 
     name = "vllm"
 
-    def __init__(self, model_dir: str | Path, max_new_tokens: int):
+    def __init__(self, model_dir: str | Path, max_new_tokens: int, dtype: str = "auto"):
         from vllm import LLM, SamplingParams
 
         self.tokenizer = load_tokenizer(model_dir, chat=True)
-        self.engine = LLM(model=str(model_dir), dtype="bfloat16", enable_prefix_caching=True)
+        self.engine = LLM(model=str(model_dir), dtype=str(model_dtype(dtype)).removeprefix("torch."),
+                          enable_prefix_caching=True)
         self.params = SamplingParams(
             temperature=0.0, max_tokens=max_new_tokens, logprobs=TOP_LOGPROBS,
             stop_token_ids=[end_of_turn_id(self.tokenizer), self.tokenizer.eos_token_id],
@@ -139,13 +142,15 @@ class VLLMBackend:
                 for out in (r.outputs[0] for r in results)]
 
 
-def make_backend(name: str, model_dir: str | Path, max_new_tokens: int, batch_tokens: int | None) -> Backend:
+def make_backend(name: str, model_dir: str | Path, max_new_tokens: int, batch_tokens: int | None,
+                 dtype: str = "auto") -> Backend:
     """`auto`: vLLM when installed and a GPU is present, else HF. Asking for vLLM without it is an error."""
     vllm_ok = has_package("vllm") and use_cuda()
     if name == "vllm" and not vllm_ok:
-        raise UserError("--backend vllm needs a GPU and vLLM (pip install 'omics[vllm]'); use --backend hf")
+        raise UserError("--backend vllm needs a GPU and vLLM (make vllm-env, then run .venv-vllm/bin/omics); "
+                        "use --backend hf")
     if name == "vllm" or (name == "auto" and vllm_ok):
-        return VLLMBackend(model_dir, max_new_tokens)
+        return VLLMBackend(model_dir, max_new_tokens, dtype)
     log.info("generation backend: HF transformers (batched, KV cache)%s",
              "" if name == "hf" else "; install vLLM for faster evaluation on GPU")
-    return HFBackend.load(model_dir, max_new_tokens, default_batch_tokens(batch_tokens))
+    return HFBackend.load(model_dir, max_new_tokens, default_batch_tokens(batch_tokens), dtype)

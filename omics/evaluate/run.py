@@ -9,7 +9,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import TrainerCallback
 
 from omics.config import SYSTEM_PROMPT
@@ -17,7 +16,7 @@ from omics.data.instructions import prompt_text
 from omics.data.labels import task_warnings
 from omics.data.packing import file_sha256
 from omics.data.validate import DataReport, read_instructions
-from omics.device import model_dtype
+from omics.device import mixed_precision
 from omics.errors import UserError
 from omics.evaluate.confidence import true_class_probability
 from omics.evaluate.parse import normalize_label
@@ -69,7 +68,7 @@ def evaluate_generation(stage: int, args: Any) -> dict:
     for warning in warnings:
         log.warning("%s", warning)
 
-    backend = make_backend(args.backend, model_dir, args.max_new_tokens, args.batch_tokens)
+    backend = make_backend(args.backend, model_dir, args.max_new_tokens, args.batch_tokens, args.dtype)
     started = time.time()
     prompts = [prompt_text(backend.tokenizer, r["input"], system) for r in records]
     generations = backend.generate(prompts)
@@ -132,9 +131,8 @@ class GenerationEvalCallback(TrainerCallback):
 
         was_training = model.training
         model.eval()
-        device = next(model.parameters()).device
         # as in training: bf16 base weights next to fp32 trained copies need autocast to run together
-        with torch.autocast(device.type, dtype=model_dtype(), enabled=device.type == "cuda"):
+        with mixed_precision(model):
             generations = HFBackend(model, self.tokenizer, self.max_new_tokens).generate(self.prompts)
         model.train(was_training)
         rows = [{"task": r["task"], "input": r["input"], "label": r["label"], "generated": g.text}

@@ -26,7 +26,7 @@ def run(args: Namespace) -> dict:
     config = trained.get("config") or load_config(paths.default_config(1)).to_dict()
     base = require_model_dir(args.base_model or trained.get("base_model") or paths.default_base_model(1),
                              "Pass --base-model DIR (the model Stage 1 started from).")
-    settings = {"max_length": config["max_length"], "wrap_tags": config["wrap_tags"]}
+    settings = {"max_length": config["max_length"], "wrap_tags": config["wrap_tags"], "dtype": args.dtype}
     data_sha = file_sha256(args.data)
 
     base_key = cache_key(model=str(Path(base).resolve()), weights=model_fingerprint(base), data=data_sha, **settings)
