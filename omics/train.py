@@ -6,6 +6,7 @@ overwrite protection, checkpoints and resume, LoRA+, logging, saving — is shar
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import shutil
@@ -19,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
+from transformers import PreTrainedTokenizerBase, Trainer, TrainerState, TrainingArguments
 from transformers.integrations import TensorBoardCallback
+from transformers.trainer_utils import TrainOutput
 
 from omics import paths
 from omics.config import TrainConfig, load_config
@@ -47,6 +49,7 @@ CACHE_VERSION = 2
 DATA_KEYS = ("max_length", "wrap_tags", "task_prefix_fraction", "system_prompt", "replay_ratio", "seed",
              "on_bad_line", "on_bad_reasoning")
 CHECKPOINTS = "checkpoints"
+TRAINER_STATE = "trainer_state.json"  # HF writes it last into a checkpoint
 
 ExampleBuilder = Callable[[Path, PreTrainedTokenizerBase, TrainConfig, DataReport, dict], Iterator[Example]]
 
@@ -117,11 +120,12 @@ def check_directories(args: RunArgs) -> None:
     if args.resume and args.overwrite:
         raise ValueError("--resume and --overwrite contradict each other; pick one")
     if args.resume:
-        complete = [c for c in checkpoints.glob("checkpoint-*") if (c / "trainer_state.json").is_file()]
-        if not complete:
+        finished = args.metrics_dir / "run_summary.json"  # written last, once the model is complete
+        if finished.is_file():
+            raise FileExistsError(f"--resume: this run is finished ({finished} exists, model in {args.output_dir}); "
+                                  "nothing to resume. Pass --overwrite to train it again.")
+        if last_checkpoint(checkpoints) is None:
             raise FileNotFoundError(f"--resume: no complete checkpoint under {checkpoints}; start without --resume")
-        if has_model:
-            raise FileExistsError(f"{args.output_dir} already holds a finished model; nothing to resume")
     elif (has_model or has_checkpoints or has_records) and not args.overwrite:
         found = [str(p) for p, there in ((args.output_dir, has_model), (checkpoints, has_checkpoints),
                                          (args.metrics_dir, has_records)) if there]
@@ -131,13 +135,30 @@ def check_directories(args: RunArgs) -> None:
         )
 
 
+def checkpoint_state(checkpoint: Path) -> dict[str, Any] | None:
+    """The trainer state of a checkpoint HF finished writing (trainer_state.json comes last), else None."""
+    try:
+        state = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing, or cut short by the kill
+        return None
+    return state if f"checkpoint-{state.get('global_step')}" == checkpoint.name else None
+
+
+def last_checkpoint(checkpoints: Path) -> Path | None:
+    """The newest complete checkpoint: what --resume continues from."""
+    complete = [c for c in checkpoints.glob("checkpoint-*") if checkpoint_state(c)]
+    return max(complete, key=lambda c: checkpoint_state(c)["global_step"], default=None)
+
+
 def set_aside_incomplete_checkpoints(checkpoints: Path) -> list[str]:
-    """A run killed while saving leaves a checkpoint without trainer_state.json (written last): move it
-    aside so --resume continues from the last complete one."""
+    """A run killed while saving leaves a checkpoint without a complete trainer_state.json: move it aside so
+    --resume continues from the last complete one (replacing the copy an earlier kill at that step left)."""
     moved = []
     for checkpoint in checkpoints.glob("checkpoint-*"):
-        if not (checkpoint / "trainer_state.json").is_file():
-            checkpoint.rename(checkpoint.with_name(f"incomplete-{checkpoint.name}"))
+        if not checkpoint_state(checkpoint):
+            aside = checkpoint.with_name(f"incomplete-{checkpoint.name}")
+            shutil.rmtree(aside, ignore_errors=True)
+            checkpoint.rename(aside)
             moved.append(checkpoint.name)
     if moved:
         log.warning("set aside incomplete checkpoints (killed while saving): %s", moved)
@@ -253,6 +274,19 @@ def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool) -
     )
 
 
+def train_or_restore(trainer: OmicsTrainer, checkpoint: Path | None) -> TrainOutput:
+    """Train, continuing from `checkpoint` if given. A checkpoint at the last step (HF saves one when training
+    ends) means the run was killed after training, before or while its model was saved: then its weights and
+    state are restored without another step (HF's own resume would train one step past max_steps)."""
+    state = checkpoint_state(checkpoint) if checkpoint else None
+    if not state or state["global_step"] < state["max_steps"]:
+        return trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    log.info("training had finished at step %d: saving the model from %s", state["global_step"], checkpoint)
+    trainer._load_from_checkpoint(str(checkpoint))
+    trainer.state = TrainerState.load_from_json(str(checkpoint / TRAINER_STATE))
+    return TrainOutput(trainer.state.global_step, None, {})
+
+
 def train(recipe: Recipe, args: RunArgs) -> dict[str, Any]:
     """Run one stage's training end to end and return its run summary."""
     started = time.time()
@@ -302,16 +336,17 @@ def train(recipe: Recipe, args: RunArgs) -> dict[str, Any]:
     )
     if use_cuda():
         torch.cuda.reset_peak_memory_stats()
-    result = trainer.train(resume_from_checkpoint=True if args.resume else None)
+    result = train_or_restore(trainer, last_checkpoint(checkpoints) if args.resume else None)
     save_trained(trainer.model, tokenizer, args.output_dir)
+    runtime = result.metrics.get("train_runtime", 0.0)
     summary = {
         "stage": recipe.stage,
         "steps": trainer.state.global_step,
         "tokens_seen": trainer.state.num_input_tokens_seen,
         "train_loss": result.training_loss,
-        "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
+        "train_runtime_s": round(runtime, 2),
         "wall_time_s": round(time.time() - started, 2),
-        "tokens_per_second": round(trainer.state.num_input_tokens_seen / max(result.metrics["train_runtime"], 1e-9), 1),
+        "tokens_per_second": round(trainer.state.num_input_tokens_seen / runtime, 1) if runtime else None,
         "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if use_cuda() else None,
         "blocks": len(train_set),
         "model_dir": str(args.output_dir),
