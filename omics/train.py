@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedTokenizerBase, Trainer, TrainerState, TrainingArguments
+from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 from transformers.integrations import TensorBoardCallback
 from transformers.trainer_utils import TrainOutput
 
@@ -274,17 +274,26 @@ def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool) -
     )
 
 
+class TrainingFinished(Exception):
+    """A resumed run's checkpoint is already at the last step: there is nothing left to train."""
+
+
+class StopIfFinished(TrainerCallback):
+    """HF saves a checkpoint when training ends; resumed from it (a run killed while its model was saved), HF
+    would train one step past max_steps. Stop before: the checkpoint's weights are already the final ones."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps > 0:  # max_steps as this run computes it (max_steps or epochs)
+            raise TrainingFinished
+
+
 def train_or_restore(trainer: OmicsTrainer, checkpoint: Path | None) -> TrainOutput:
-    """Train, continuing from `checkpoint` if given. A checkpoint at the last step (HF saves one when training
-    ends) means the run was killed after training, before or while its model was saved: then its weights and
-    state are restored without another step (HF's own resume would train one step past max_steps)."""
-    state = checkpoint_state(checkpoint) if checkpoint else None
-    if not state or state["global_step"] < state["max_steps"]:
+    """Train, continuing from `checkpoint` if given; a checkpoint at the last step only has its weights loaded."""
+    try:
         return trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    log.info("training had finished at step %d: saving the model from %s", state["global_step"], checkpoint)
-    trainer._load_from_checkpoint(str(checkpoint))
-    trainer.state = TrainerState.load_from_json(str(checkpoint / TRAINER_STATE))
-    return TrainOutput(trainer.state.global_step, None, {})
+    except TrainingFinished:
+        log.info("training had finished at step %d: saving the model from %s", trainer.state.global_step, checkpoint)
+        return TrainOutput(trainer.state.global_step, None, {})
 
 
 def train(recipe: Recipe, args: RunArgs) -> dict[str, Any]:
@@ -315,7 +324,7 @@ def train(recipe: Recipe, args: RunArgs) -> dict[str, Any]:
     })
     tensorboard = TensorBoardCallback()
     tensorboard.logging_dir = str(args.metrics_dir / "tensorboard")
-    callbacks = [tensorboard]
+    callbacks = [StopIfFinished(), tensorboard]
     if recipe.chat and args.eval_data and config.eval_generation_samples > 0:
         from omics.evaluate.run import GenerationEvalCallback
 
