@@ -125,7 +125,8 @@ def check_directories(args: RunArgs) -> None:
             raise FileExistsError(f"--resume: this run is finished ({finished} exists, model in {args.output_dir}); "
                                   "nothing to resume. Pass --overwrite to train it again.")
         if last_checkpoint(checkpoints) is None:
-            raise FileNotFoundError(f"--resume: no complete checkpoint under {checkpoints}; start without --resume")
+            raise FileNotFoundError(f"--resume: no complete checkpoint under {checkpoints}; start without --resume "
+                                    "(with --overwrite if a killed run left files there)")
     elif (has_model or has_checkpoints or has_records) and not args.overwrite:
         found = [str(p) for p, there in ((args.output_dir, has_model), (checkpoints, has_checkpoints),
                                          (args.metrics_dir, has_records)) if there]
