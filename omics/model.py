@@ -238,7 +238,8 @@ def save_trained(model, tokenizer: PreTrainedTokenizerBase, out_dir: Path,
     """Save a standalone model (LoRA merged in) + tokenizer to `out_dir`; keep the adapter in `adapter/`.
 
     `merge_check(model)` (a loss on fixed batches) is called on the adapter model and on the merged model.
-    Files are written to a staging folder first and moved in, so a crash never leaves half a model.
+    Files are written to a staging folder first and moved in, config.json last: a kill while moving leaves
+    no config.json, so nothing loads half a model, and the next save (--resume) replaces every file.
     """
     staging = out_dir / ".staging"
     shutil.rmtree(staging, ignore_errors=True)
@@ -255,7 +256,7 @@ def save_trained(model, tokenizer: PreTrainedTokenizerBase, out_dir: Path,
         model.generation_config.eos_token_id = [end_of_turn_id(tokenizer), tokenizer.eos_token_id]
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    for item in staging.iterdir():
+    for item in sorted(staging.iterdir(), key=lambda item: item.name == "config.json"):
         target = out_dir / item.name
         if target.is_dir():
             shutil.rmtree(target)

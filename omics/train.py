@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -19,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
+from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 from transformers.integrations import TensorBoardCallback
+from transformers.trainer_utils import TrainOutput
 
 from omics import paths
 from omics.config import TrainConfig, load_config
@@ -57,6 +59,7 @@ CACHE_VERSION = 3
 DATA_KEYS = ("max_length", "wrap_tags", "task_prefix_fraction", "system_prompt", "replay_ratio", "seed",
              "on_bad_line", "on_bad_reasoning")
 CHECKPOINTS = "checkpoints"
+TRAINER_STATE = "trainer_state.json"  # HF writes it last into a checkpoint
 
 ExampleBuilder = Callable[[Path, PreTrainedTokenizerBase, TrainConfig, DataReport, dict], Iterator[Example]]
 
@@ -127,11 +130,13 @@ def check_directories(args: RunArgs) -> None:
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite contradict each other; pick one")
     if args.resume:
-        complete = [c for c in checkpoints.glob("checkpoint-*") if (c / "trainer_state.json").is_file()]
-        if not complete:
-            raise UserError(f"--resume: no complete checkpoint under {checkpoints}; start without --resume")
-        if has_model:
-            raise UserError(f"{args.output_dir} already holds a finished model; nothing to resume")
+        finished = args.metrics_dir / "run_summary.json"  # written last, once the model is complete
+        if finished.is_file():
+            raise UserError(f"--resume: this run is finished ({finished} exists, model in {args.output_dir}); "
+                            "nothing to resume. Pass --overwrite to train it again.")
+        if last_checkpoint(checkpoints) is None:
+            raise UserError(f"--resume: no complete checkpoint under {checkpoints}; start without --resume "
+                            "(with --overwrite if a killed run left files there)")
     elif (has_model or has_checkpoints or has_records) and not args.overwrite:
         found = [str(p) for p, there in ((args.output_dir, has_model), (checkpoints, has_checkpoints),
                                          (args.metrics_dir, has_records)) if there]
@@ -141,13 +146,30 @@ def check_directories(args: RunArgs) -> None:
         )
 
 
+def checkpoint_state(checkpoint: Path) -> dict[str, Any] | None:
+    """The trainer state of a checkpoint HF finished writing (trainer_state.json comes last), else None."""
+    try:
+        state = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing, or cut short by the kill
+        return None
+    return state if f"checkpoint-{state.get('global_step')}" == checkpoint.name else None
+
+
+def last_checkpoint(checkpoints: Path) -> Path | None:
+    """The newest complete checkpoint: what --resume continues from."""
+    complete = [c for c in checkpoints.glob("checkpoint-*") if checkpoint_state(c)]
+    return max(complete, key=lambda c: checkpoint_state(c)["global_step"], default=None)
+
+
 def set_aside_incomplete_checkpoints(checkpoints: Path) -> list[str]:
-    """A run killed while saving leaves a checkpoint without trainer_state.json (written last): move it
-    aside so --resume continues from the last complete one."""
+    """A run killed while saving leaves a checkpoint without a complete trainer_state.json: move it aside so
+    --resume continues from the last complete one (replacing the copy an earlier kill at that step left)."""
     moved = []
     for checkpoint in checkpoints.glob("checkpoint-*"):
-        if not (checkpoint / "trainer_state.json").is_file():
-            checkpoint.rename(checkpoint.with_name(f"incomplete-{checkpoint.name}"))
+        if not checkpoint_state(checkpoint):
+            aside = checkpoint.with_name(f"incomplete-{checkpoint.name}")
+            shutil.rmtree(aside, ignore_errors=True)
+            checkpoint.rename(aside)
             moved.append(checkpoint.name)
     if moved:
         log.warning("set aside incomplete checkpoints (killed while saving): %s", moved)
@@ -291,6 +313,28 @@ def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool) -
     )
 
 
+class TrainingFinished(Exception):
+    """A resumed run's checkpoint is already at the last step: there is nothing left to train."""
+
+
+class StopIfFinished(TrainerCallback):
+    """HF saves a checkpoint when training ends; resumed from it (a run killed while its model was saved), HF
+    would train one step past max_steps. Stop before: the checkpoint's weights are already the final ones."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps > 0:  # max_steps as this run computes it (max_steps or epochs)
+            raise TrainingFinished
+
+
+def train_or_restore(trainer: OmicsTrainer, checkpoint: Path | None) -> TrainOutput:
+    """Train, continuing from `checkpoint` if given; a checkpoint at the last step only has its weights loaded."""
+    try:
+        return trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except TrainingFinished:
+        log.info("training had finished at step %d: saving the model from %s", trainer.state.global_step, checkpoint)
+        return TrainOutput(trainer.state.global_step, None, {})
+
+
 def train(recipe: Recipe, args: RunArgs) -> dict[str, Any]:
     """Run one stage's training end to end, its folders held throughout, and return its run summary."""
     with hold_directories(args) as run:
@@ -325,7 +369,7 @@ def _train(recipe: Recipe, args: RunArgs, run: Run) -> dict[str, Any]:
     })
     tensorboard = TensorBoardCallback()
     tensorboard.logging_dir = str(args.metrics_dir / "tensorboard")
-    callbacks = [tensorboard]
+    callbacks = [StopIfFinished(), tensorboard]
     if recipe.chat and args.eval_data and config.eval_generation_samples > 0:
         from omics.evaluate.run import GenerationEvalCallback
 
@@ -346,17 +390,18 @@ def _train(recipe: Recipe, args: RunArgs, run: Run) -> dict[str, Any]:
     )
     if use_cuda():
         torch.cuda.reset_peak_memory_stats()
-    result = trainer.train(resume_from_checkpoint=True if args.resume else None)
+    result = train_or_restore(trainer, last_checkpoint(checkpoints) if args.resume else None)
     merge_check = MergeCheck.first_blocks(train_set, trainer.data_collator)
     save_trained(trainer.model, tokenizer, args.output_dir, merge_check)
+    runtime = result.metrics.get("train_runtime", 0.0)
     summary = {
         "stage": recipe.stage,
         "steps": trainer.state.global_step,
         "tokens_seen": trainer.state.num_input_tokens_seen,
         "train_loss": result.training_loss,
-        "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
+        "train_runtime_s": round(runtime, 2),
         "wall_time_s": round(time.time() - started, 2),
-        "tokens_per_second": round(trainer.state.num_input_tokens_seen / max(result.metrics["train_runtime"], 1e-9), 1),
+        "tokens_per_second": round(trainer.state.num_input_tokens_seen / runtime, 1) if runtime else None,
         "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if use_cuda() else None,
         "blocks": len(train_set),
         "merge": merge_check.summary(),  # adapter vs merged loss on the first blocks; None without LoRA

@@ -182,7 +182,7 @@ def test_resume_and_overwrite_contradict(run, monkeypatch, caplog):
 
 def test_resume_refused_when_the_run_finished(run, monkeypatch, caplog):
     assert cli(monkeypatch, run.root, *run.train_args, "--resume") == 2
-    assert "already holds a finished model" in caplog.text
+    assert "this run is finished" in caplog.text
 
 
 def test_resume_without_checkpoint(tiny_model, tmp_path, monkeypatch, caplog):
@@ -192,8 +192,9 @@ def test_resume_without_checkpoint(tiny_model, tmp_path, monkeypatch, caplog):
 
 
 def test_resume_continues_from_checkpoint(copy_of_run, run, monkeypatch):
-    """A run killed after its step-2 checkpoint (no final config.json) continues to step 4."""
+    """A run killed after its step-2 checkpoint (no final config.json, no run summary) continues to step 4."""
     (copy_of_run / MODEL / "config.json").unlink()
+    (copy_of_run / METRICS / "run_summary.json").unlink()
     tensorboard = copy_of_run / METRICS / "tensorboard"
     old_events = set(tensorboard.iterdir())
     checkpoint_state = read_json(copy_of_run / MODEL / "checkpoints/checkpoint-2/trainer_state.json")

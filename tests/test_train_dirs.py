@@ -18,7 +18,7 @@ def _args(tmp_path: Path, **flags) -> RunArgs:
 def test_incomplete_checkpoint_is_set_aside(tmp_path):
     checkpoints = tmp_path / "model" / "checkpoints"
     (checkpoints / "checkpoint-2").mkdir(parents=True)
-    (checkpoints / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    (checkpoints / "checkpoint-2" / "trainer_state.json").write_text('{"global_step": 2}')
     (checkpoints / "checkpoint-4").mkdir()  # killed while saving: no trainer_state.json
     assert set_aside_incomplete_checkpoints(checkpoints) == ["checkpoint-4"]
     assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-2", "incomplete-checkpoint-4"]
