@@ -95,8 +95,10 @@ class StepInBackward(torch.optim.Optimizer):
             optimizer.load_state_dict(saved)
 
 
-def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, config: TrainConfig,
+                   factory: OptimizerFactory | None = None) -> torch.optim.Optimizer:
+    """The configured optimizer; `factory` replaces its update rule (the memory trace's stateless stand-in)."""
     bf16_weights = any(p.dtype == torch.bfloat16 for p in model.parameters() if p.requires_grad)
-    factory = optimizer_factory(config, bf16_weights)
+    factory = factory or optimizer_factory(config, bf16_weights)
     groups = loraplus_groups(model, config)
     return StepInBackward(groups, factory) if config.optimizer_in_backward else factory(groups)
