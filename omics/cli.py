@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     memory_bench.add_argument("--stages", type=int, nargs="+", default=[1, 2, 3])
     memory_bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                               help="override a key of every stage's default config (repeatable)")
-    memory_bench.add_argument("--layers", type=int, help="trace this many layers (default: 2 and 3, extrapolated)")
+    memory_bench.add_argument("--layers", type=int, help="decoder layers of the shape (default: all, 32 for 8b)")
     memory_bench.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
     memory_bench.add_argument("--budget-gib", type=float, default=43.2, help="what must fit (48 GiB less 10%%)")
     memory_bench.add_argument("--no-validate", dest="validate", action="store_false",

@@ -11,7 +11,6 @@ A matmul mixing precisions raises here as on the GPU (fake kernels would silentl
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import tempfile
 from argparse import Namespace
@@ -216,25 +215,6 @@ def summarise(tracker: StepTracker, model: torch.nn.Module, computed_optimizer: 
     }
 
 
-def stage_memory(model_config: PretrainedConfig, config: TrainConfig, stage: int, tokenizer,
-                 layers: int | None) -> dict:
-    """The traced step at `layers` layers, or (None) at 2 and 3 layers extrapolated to the shape's count: the
-    layers are identical, so every part grows by the same amount per layer."""
-    if layers:
-        return trace_step(replace_layers(model_config, layers), config, stage, tokenizer) | {"traced_layers": [layers]}
-    two, three = (trace_step(replace_layers(model_config, n), config, stage, tokenizer) for n in (2, 3))
-    target = model_config.num_hidden_layers
-    result = {k: (round(v + (target - 2) * (three[k] - v), 3) if isinstance(v, float) else
-                  v + (target - 2) * (three[k] - v) if isinstance(v, int) else v) for k, v in two.items()}
-    return result | {"traced_layers": [2, 3], "extrapolated_to_layers": target}
-
-
-def replace_layers(model_config: PretrainedConfig, layers: int) -> PretrainedConfig:
-    config = copy.deepcopy(model_config)
-    config.num_hidden_layers = layers
-    return config
-
-
 def validate(stages: list[int], overrides: list[str], tokenizer) -> list[dict]:
     """The tracer against the allocator at the tiny shape on CPU, per stage config (short blocks, fp32 and
     bf16): the traced and the measured growth of one step over what it starts with."""
@@ -244,7 +224,7 @@ def validate(stages: list[int], overrides: list[str], tokenizer) -> list[dict]:
     for stage in stages:
         for dtype in ("fp32", "bf16"):
             config = load_config(paths.default_config(stage), overrides + [
-                "max_length=256", "micro_batch_size=2", f"dtype={dtype}"])
+                "max_length=128", "micro_batch_size=2", f"dtype={dtype}"])
             traced = trace_step(shape_config("tiny"), config, stage, tokenizer)["step_increase_gib"]
             measured = measure_step(shape_config("tiny"), config, stage, tokenizer)
             rows.append({"stage": stage, "dtype": dtype, "traced_step_gib": round(traced, 4),
@@ -257,7 +237,7 @@ def run(args: Namespace) -> dict:
     from omics.model import load_tokenizer
     from omics.tiny import save_llama3_tokenizer
 
-    model_config = shape_config(args.shape)
+    model_config = shape_config(args.shape, args.layers)
     with tempfile.TemporaryDirectory(prefix="omics-memory-") as work:
         save_llama3_tokenizer(Path(work))
         tokenizer = load_tokenizer(work, chat=True)
@@ -266,8 +246,9 @@ def run(args: Namespace) -> dict:
                      "CPU kernels (no Liger, SDPA)", "versions": versions(), "overrides": args.overrides}
     for stage in args.stages:
         config = load_config(paths.default_config(stage), args.overrides + [f"dtype={args.dtype}"])
-        row = stage_memory(model_config, config, stage, tokenizer, args.layers)
-        row |= {"micro_batch_size": config.micro_batch_size, "max_length": config.max_length,
+        row = trace_step(model_config, config, stage, tokenizer)
+        row |= {"layers": model_config.num_hidden_layers, "micro_batch_size": config.micro_batch_size,
+                "max_length": config.max_length,
                 "finetune": config.finetune, "fits": row["peak_gib"] <= args.budget_gib}
         doc[f"stage{stage}"] = row
         print(json.dumps({f"stage{stage}": row}), flush=True)

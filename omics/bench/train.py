@@ -258,7 +258,7 @@ def check_stage_path(model_config, stage: int, args: Namespace, tokenizer, work:
     return {"stage": stage, "config": f"configs/stage{stage}.yaml", "finetune": config.finetune,
             "optimizer": config.optimizer + (" in backward" if config.optimizer_in_backward else ""),
             "dtype": str(model_dtype(config.dtype)).removeprefix("torch."), "tokens": int(batch["input_ids"].numel()),
-            "loss_first_step": round(float(loss), 5), "loss_after_step": round(trained, 5),
+            "loss_first_step": round(float(loss.detach()), 5), "loss_after_step": round(trained, 5),
             "loss_reloaded_merged": round(merged, 5), "merged_minus_trained": round(merged - trained, 6),
             "step_seconds": round(step_seconds, 2), "save_merge_seconds": round(save_seconds, 2),
             "reload_seconds": round(reload_seconds, 2),
