@@ -4,7 +4,7 @@ The step is the real one (`prepare_for_training`, `make_optimizer`, `answer_only
 step, on the stage's default config and a packed batch from the real collator), run on fake tensors (shapes and
 dtypes, no data) under PyTorch's `MemTracker`, which counts every allocation and free the step makes. The batch
 is a fake tensor that keeps its real values, so what depends on the data (the labelled positions, the packed
-mask) has its true size. A second, untraced step comes first: optimizer states exist, as in every later step.
+mask) has its true size. An untraced step comes first, so optimizer states exist as in every later step.
 A matmul mixing precisions raises here as on the GPU (fake kernels would silently promote).
 """
 
