@@ -20,18 +20,22 @@ from pathlib import Path
 
 import torch
 import torch._subclasses.fake_tensor as fake_tensor
+from torch._C._profiler import _EventType
 from torch.distributed._tools.mem_tracker import MemTracker
+from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.hooks import RemovableHandle
 from transformers import AutoModelForCausalLM, PretrainedConfig
 from transformers.initialization import no_init_weights
 
 from omics import paths
+from omics.bench.train import packed_batches, shape_config, synthetic_examples
 from omics.config import TrainConfig, load_config
 from omics.device import model_dtype
 from omics.loss import answer_only_loss
-from omics.model import prepare_for_training
+from omics.model import load_tokenizer, prepare_for_training
 from omics.optim import make_optimizer
+from omics.tiny import save_llama3_tokenizer
 from omics.train import versions
 
 GIB = 2**30
@@ -116,8 +120,6 @@ def data_as_constants() -> Iterator[None]:
 
 def stage_batch(stage: int, config: TrainConfig) -> dict[str, torch.Tensor]:
     """One micro-batch of packed blocks with the stage's length profile, through the real collator."""
-    from omics.bench.train import packed_batches, synthetic_examples
-
     examples = synthetic_examples(stage, config.micro_batch_size * config.max_length // 100 + 8, config.max_length)
     return next(packed_batches(examples, config.micro_batch_size, config.max_length, pad_id=128004))
 
@@ -170,9 +172,6 @@ def trace_step(model_config: PretrainedConfig, config: TrainConfig, stage: int, 
 def measure_step(model_config: PretrainedConfig, config: TrainConfig, stage: int, tokenizer) -> float:
     """The same step on real tensors (CPU): the most its allocations add to what the step starts with, from the
     allocator's own counts (PyTorch profiler, profile_memory), independent of the tracer. GiB."""
-    from torch._C._profiler import _EventType
-    from torch.profiler import ProfilerActivity, profile
-
     model = build(model_config, config, tokenizer, None)
     batch = stage_batch(stage, config)
     optimizer = make_optimizer(model, config)
@@ -218,8 +217,6 @@ def summarise(tracker: StepTracker, model: torch.nn.Module, computed_optimizer: 
 def validate(stages: list[int], overrides: list[str], tokenizer) -> list[dict]:
     """The tracer against the allocator at the tiny shape on CPU, per stage config (short blocks, fp32 and
     bf16): the traced and the measured growth of one step over what it starts with."""
-    from omics.bench.train import shape_config
-
     rows = []
     for stage in stages:
         for dtype in ("fp32", "bf16"):
@@ -233,10 +230,6 @@ def validate(stages: list[int], overrides: list[str], tokenizer) -> list[dict]:
 
 
 def run(args: Namespace) -> dict:
-    from omics.bench.train import shape_config
-    from omics.model import load_tokenizer
-    from omics.tiny import save_llama3_tokenizer
-
     model_config = shape_config(args.shape, args.layers)
     with tempfile.TemporaryDirectory(prefix="omics-memory-") as work:
         save_llama3_tokenizer(Path(work))

@@ -219,6 +219,7 @@ def shape_config(shape: str, layers: int | None = None):
 
 
 def batch_loss(model, batch: dict[str, torch.Tensor]) -> float:
+    """The loss on `batch` in eval mode, without gradients."""
     model.eval()
     with torch.no_grad():
         loss = float(answer_only_loss(model, batch))
