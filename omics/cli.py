@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                              help="attention implementations to measure our path with (sdpa, flex_attention, eager)")
     train_bench.add_argument("--find-max-batch", action="store_true",
                              help="GPU: also report the largest micro-batch that fits (under --cap-gb)")
+    train_bench.add_argument("--layers", type=int, help="decoder layers of the shape (default: all, 32 for 8b)")
+    train_bench.add_argument("--stage-paths", action="store_true",
+                             help="one step of each stage's shipped config, then save, merge and reload")
     train_bench.add_argument("--out", type=Path, default=Path("benchmarks/results/train.json"))
     eval_bench = bench_kind.add_parser("eval", help="generation throughput: HF naive vs HF fast (vs vLLM)")
     eval_bench.add_argument("--shape", choices=["8b", "tiny"], default="tiny")
@@ -123,6 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
                             help="forced answer lengths (Stage-2-like, Stage-3-like)")
     eval_bench.add_argument("--batch-tokens", type=int, default=65536)
     eval_bench.add_argument("--out", type=Path, default=Path("benchmarks/results/eval.json"))
+    memory_bench = bench_kind.add_parser("memory", help="peak GPU memory of each stage's step, traced without a GPU")
+    memory_bench.add_argument("--shape", choices=["8b", "tiny"], default="8b")
+    memory_bench.add_argument("--stages", type=int, nargs="+", default=[1, 2, 3])
+    memory_bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                              help="override a key of every stage's default config (repeatable)")
+    memory_bench.add_argument("--layers", type=int, help="decoder layers of the shape (default: all, 32 for 8b)")
+    memory_bench.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
+    memory_bench.add_argument("--budget-gib", type=float, default=43.2, help="what must fit (48 GiB less 10%%)")
+    memory_bench.add_argument("--no-validate", dest="validate", action="store_false",
+                              help="skip checking the tracer against the CPU allocator at the tiny shape")
+    memory_bench.add_argument("--out", type=Path, default=Path("benchmarks/results/memory.json"))
     for parser_ in (train_bench, eval_bench):
         parser_.add_argument("--gpu", type=int, default=0, help="index of the one GPU to use (default 0)")
         _dtype(parser_)

@@ -1,11 +1,12 @@
 """Optimizers: LoRA+ parameter groups, and the pieces that let 8B full fine-tuning fit one 48 GB GPU.
 
-Full fine-tuning memory for Llama-3.1-8B (embeddings and output head frozen: 6.98B trained weights):
-bf16 weights 16.1 GB + 8-bit AdamW states (torchao, 2 B/param) 14.0 GB + no gradient buffer (each weight is
-updated as soon as its gradient is accumulated, `StepInBackward`, instead of 14.0 GB of bf16 gradients)
-+ activations with checkpointing (~3-6 GB at 4k tokens per micro-batch) ≈ 34-37 GB. bf16 weights lose
-1e-5 updates to rounding (the bf16 step at 1.0 is 2^-8), so torchao rounds them stochastically: unbiased
-on average, no fp32 master copy needed.
+Full fine-tuning memory for Llama-3.1-8B (embeddings and output head frozen: 6.98B trained weights), as
+`omics bench memory` traces Stage 3's default step (8 x 1024 tokens, bf16): peak 33.3 GiB = bf16 weights
+14.96 GiB + 8-bit AdamW states (torchao, ~2 B/param) 13.20 GiB (computed: fake tensors cannot run torchao's
+step) + no gradient buffer (each weight is updated as soon as its gradient is accumulated, `StepInBackward`,
+instead of 13 GiB of bf16 gradients) + activations with checkpointing 5.17 GiB (2.72 GiB of them the loss's
+logit slices without Liger). bf16 weights lose 1e-5 updates to rounding (the bf16 step at 1.0 is 2^-8), so
+torchao rounds them stochastically: unbiased on average, no fp32 master copy needed.
 """
 
 from __future__ import annotations
@@ -97,8 +98,10 @@ class StepInBackward(torch.optim.Optimizer):
             optimizer.load_state_dict(saved)
 
 
-def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, config: TrainConfig,
+                   factory: OptimizerFactory | None = None) -> torch.optim.Optimizer:
+    """The configured optimizer; `factory` replaces its update rule (the memory trace's stateless stand-in)."""
     bf16_weights = any(p.dtype == torch.bfloat16 for p in model.parameters() if p.requires_grad)
-    factory = optimizer_factory(config, bf16_weights)
+    factory = factory or optimizer_factory(config, bf16_weights)
     groups = loraplus_groups(model, config)
     return StepInBackward(groups, factory) if config.optimizer_in_backward else factory(groups)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from omics.bench.train import model_flops_per_token, synthetic_examples
 from omics.cli import main
 
@@ -41,3 +43,31 @@ def test_synthetic_lengths_and_flops_accounting():
     lora = model_flops_per_token(Llama8B, "lora", 0, 1.0)
     head = 4 * 128256 * 4096
     assert (full - head) / 6 == (lora - head) / 4 == 6_979_321_856
+
+
+def test_stage_paths_train_save_merge_and_reload(tmp_path):
+    """Each stage's shipped config (Stage 3: full fine-tuning, 8-bit AdamW in backward) trains one step, saves
+    with LoRA merged, and reloads to the same loss."""
+    out = tmp_path / "paths.json"
+    assert main(["bench", "train", "--shape", "tiny", "--stage-paths", "--stages", "2", "3", "--max-length", "64",
+                 "--micro-batch-size", "1", "--out", str(out)]) == 0
+    stage2, stage3 = json.loads(out.read_text())["results"]
+    assert (stage2["finetune"], stage3["finetune"], stage3["optimizer"]) == ("lora", "full", "adamw_8bit in backward")
+    for row in (stage2, stage3):
+        assert row["loss_after_step"] != row["loss_first_step"]  # the step changed the weights
+        assert abs(row["merged_minus_trained"]) < 1e-4 and row["saved_gib"] > 0
+
+
+@pytest.mark.slow
+def test_8b_widths_one_layer_every_stage_path(tmp_path):
+    """The real Llama-3.1-8B widths (one layer) through every stage's path on CPU, fp32."""
+    out = tmp_path / "paths-8b.json"
+    assert main(["bench", "train", "--shape", "8b", "--layers", "1", "--stage-paths", "--max-length", "32",
+                 "--micro-batch-size", "1", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["widths"] == {"hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32,
+                             "num_key_value_heads": 8, "vocab_size": 128256}
+    assert [row["stage"] for row in doc["results"]] == [1, 2, 3]
+    for row in doc["results"]:
+        assert row["loss_after_step"] != row["loss_first_step"]
+        assert abs(row["merged_minus_trained"]) < 1e-4 and row["saved_gib"] > 4  # 2 x 2.1 GB fp32 embeddings

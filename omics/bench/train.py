@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
+import tempfile
 import time
 from argparse import Namespace
 from dataclasses import dataclass, replace
@@ -19,12 +21,14 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from omics.config import TrainConfig
+from omics.config import TrainConfig, load_config
 from omics.data.packing import IGNORE, PackedCollator, pack
-from omics.device import describe, liger_available, model_dtype, use_cuda
+from omics.device import attention_implementation, describe, liger_available, model_dtype, use_cuda
 from omics.loss import answer_only_loss
-from omics.model import prepare_for_training
+from omics.model import load_model, load_tokenizer, prepare_for_training, save_trained
 from omics.optim import make_optimizer
+from omics.paths import default_config
+from omics.tiny import save_llama3_tokenizer
 from omics.train import versions
 
 SHAPES = {
@@ -204,13 +208,90 @@ def largest_micro_batch(model_config, variant: Variant, stage: int, max_length: 
     return fits
 
 
-def run(args: Namespace) -> dict:
+def shape_config(shape: str, layers: int | None = None):
+    """The model config of a benchmark shape (`layers`: that many decoder layers instead)."""
+    spec = SHAPES[shape]
+    config = (AutoConfig.from_pretrained(spec) if isinstance(spec, Path)
+              else AutoConfig.for_model("llama", vocab_size=128256, **spec))
+    if layers:
+        config.num_hidden_layers = layers
+    return config
+
+
+def batch_loss(model, batch: dict[str, torch.Tensor]) -> float:
+    """The loss on `batch` in eval mode, without gradients."""
+    model.eval()
+    with torch.no_grad():
+        loss = float(answer_only_loss(model, batch))
+    model.train()
+    return loss
+
+
+def check_stage_path(model_config, stage: int, args: Namespace, tokenizer, work: Path) -> dict:
+    """One training step of a stage's shipped config (configs/stageN.yaml, with --max-length, --micro-batch-size
+    and --dtype), then save (LoRA merged in), reload, and the loss of the reloaded model on the same batch."""
+    overrides = [f"max_length={args.max_length}", f"micro_batch_size={args.micro_batch_size}", f"dtype={args.dtype}"]
+    config = load_config(default_config(stage), overrides)
     device = torch.device("cuda" if use_cuda() else "cpu")
-    shape = SHAPES[args.shape]
-    if isinstance(shape, Path):
-        model_config = AutoConfig.from_pretrained(shape)
-    else:
-        model_config = AutoConfig.for_model("llama", vocab_size=128256, **shape)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(model_config, dtype=model_dtype(config.dtype),
+                                             attn_implementation=attention_implementation("sdpa")).to(device)
+    model = prepare_for_training(model, tokenizer, config)
+    optimizer = make_optimizer(model, config)
+    examples = synthetic_examples(stage, args.micro_batch_size * args.max_length // 40 + 8, args.max_length)
+    batch = {k: v.to(device) for k, v in next(packed_batches(examples, config.micro_batch_size, config.max_length,
+                                                             tokenizer.pad_token_id)).items()}
+    timer = time.perf_counter()
+    loss = answer_only_loss(model, batch, fused=config.liger)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    step_seconds = time.perf_counter() - timer
+    trained = batch_loss(model, batch)
+    timer = time.perf_counter()
+    save_trained(model, tokenizer, work / f"stage{stage}")
+    save_seconds = time.perf_counter() - timer
+    del model, optimizer
+    timer = time.perf_counter()
+    reloaded = load_model(work / f"stage{stage}", "sdpa", config.dtype)
+    reload_seconds = time.perf_counter() - timer
+    merged = batch_loss(reloaded, batch)
+    return {"stage": stage, "config": f"configs/stage{stage}.yaml", "finetune": config.finetune,
+            "optimizer": config.optimizer + (" in backward" if config.optimizer_in_backward else ""),
+            "dtype": str(model_dtype(config.dtype)).removeprefix("torch."), "tokens": int(batch["input_ids"].numel()),
+            "loss_first_step": round(float(loss.detach()), 5), "loss_after_step": round(trained, 5),
+            "loss_reloaded_merged": round(merged, 5), "merged_minus_trained": round(merged - trained, 6),
+            "step_seconds": round(step_seconds, 2), "save_merge_seconds": round(save_seconds, 2),
+            "reload_seconds": round(reload_seconds, 2),
+            "saved_gib": round(sum(f.stat().st_size for f in (work / f"stage{stage}").rglob("*")) / 2**30, 3)}
+
+
+def run_stage_paths(args: Namespace) -> dict:
+    """`--stage-paths`: each stage's shipped training path at the chosen shape, end to end through save/reload."""
+    model_config = shape_config(args.shape, args.layers)
+    with tempfile.TemporaryDirectory(prefix="omics-bench-") as work:
+        save_llama3_tokenizer(Path(work) / "tokenizer")
+        results = []
+        for stage in args.stages:
+            tokenizer = load_tokenizer(Path(work) / "tokenizer", chat=stage > 1)
+            results.append(check_stage_path(model_config, stage, args, tokenizer, Path(work)))
+            print(json.dumps(results[-1]), flush=True)
+            shutil.rmtree(Path(work) / f"stage{stage}")
+    doc = {"benchmark": "train --stage-paths", "shape": args.shape, "layers": model_config.num_hidden_layers,
+           "widths": {k: getattr(model_config, k) for k in ("hidden_size", "intermediate_size", "num_attention_heads",
+                                                            "num_key_value_heads", "vocab_size")},
+           "device": describe(), "versions": versions(), "settings": vars(args) | {"out": str(args.out)},
+           "results": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2, default=str))
+    return doc
+
+
+def run(args: Namespace) -> dict:
+    if args.stage_paths:
+        return run_stage_paths(args)
+    device = torch.device("cuda" if use_cuda() else "cpu")
+    model_config = shape_config(args.shape, args.layers)
     if args.cap_gb and device.type == "cuda":
         total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.cap_gb * 2**30 / total))
