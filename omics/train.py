@@ -264,7 +264,12 @@ def train(recipe: Recipe, args: RunArgs) -> dict[str, Any]:
     if config.max_length == 0:
         config.max_length = choose_max_length(recipe, args, tokenizer, config)
     train_set, train_meta = build_dataset(recipe, args.data, tokenizer, config, args.extra_data)
-    eval_set = build_dataset(recipe, args.eval_data, tokenizer, config, {})[0] if args.eval_data else None
+    eval_data = args.eval_data
+    if recipe.chat and eval_data:  # validation sized for the run: eval_max_samples, stratified by task
+        from omics.evaluate.run import eval_subset
+
+        eval_data = eval_subset(eval_data, config.eval_max_samples)
+    eval_set = build_dataset(recipe, eval_data, tokenizer, config, {})[0] if eval_data else None
     checkpoints = reset_directories(args)
     write_json(args.metrics_dir / "data_report.json", train_meta)
     torch.manual_seed(config.seed)
@@ -286,9 +291,9 @@ def train(recipe: Recipe, args: RunArgs) -> dict[str, Any]:
         from omics.evaluate.run import GenerationEvalCallback
 
         callbacks.append(GenerationEvalCallback(
-            args.eval_data, train_meta.get("task_summary"), tokenizer, config.system_prompt,
+            eval_data, train_meta.get("task_summary"), tokenizer, config.system_prompt,
             config.eval_generation_samples, max_new_tokens=64 if recipe.stage == 2 else 512,
-            reasoning=recipe.stage == 3, log_dir=args.metrics_dir / "tensorboard"))
+            reasoning=recipe.stage == 3, log_dir=args.metrics_dir / "tensorboard", max_length=config.max_length))
     trainer = OmicsTrainer(
         model=model,
         args=training_arguments(config, checkpoints, eval_set is not None),

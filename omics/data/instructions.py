@@ -93,6 +93,16 @@ def _fit(question: str, answer_ids: list[int], encode: PromptEncoder, max_length
     return None
 
 
+def fit_prompt(question: str, encode: PromptEncoder, max_length: int) -> tuple[list[int], str]:
+    """Evaluation's prompt ids under training's rule (`_fit`, no answer yet): "whole", "shortened" or, when
+    no tagged sequence can absorb the excess, "too_long" with the prompt kept whole (a test example is scored)."""
+    whole = encode([question])[0]
+    if len(whole) <= max_length:
+        return whole, "whole"
+    fitted = _fit(question, [], encode, max_length)
+    return (whole, "too_long") if fitted is None else (fitted, "shortened")
+
+
 def length_stats(lengths: array) -> dict[str, int]:
     """Token-length percentiles of the examples (before any shortening), to choose max_length from."""
     ordered, n = sorted(lengths), len(lengths)
