@@ -223,8 +223,9 @@ def evaluate_generation(stage: int, args: Any, backend: Backend | None = None) -
     total = sum(min(n, args.max_samples or n) for n in report.tasks.values())
     started = time.time()
     records = islice(_limit(read_instructions(args.data, DataReport(str(args.data))), args.max_samples), restart, None)
-    for rows in resumed(stream_rows(backend, records, prompt, finish, total - restart), done - restart):
-        results_log.append(rows)
+    if done < total:  # a run killed after its last row but before metrics.json only needs scoring
+        for rows in resumed(stream_rows(backend, records, prompt, finish, total - restart), done - restart):
+            results_log.append(rows)
     seconds = time.time() - started
     rows, fits = [], Counter()
     for row in results_log.rows():
