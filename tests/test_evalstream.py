@@ -161,3 +161,14 @@ def test_killed_generate_resumes(tiny_model, tmp_path):
     assert list(read_rows(tmp_path / "a.csv")) == list(read_rows(tmp_path / "b.csv"))
     assert [r["input"] for r in read_rows(tmp_path / "a.csv")] == [q["input"] for q in questions]
     assert not list(tmp_path.glob(".a.csv*"))  # the partial file and its settings are gone once finished
+
+
+def test_eval_memory_benchmark_writes_its_points(tmp_path):
+    out = tmp_path / "eval_memory.json"
+    assert cli(pytest.MonkeyPatch(), tmp_path, "bench", "eval-memory", "--examples", "40", "80", "--answers",
+               "reasoning", "--real", "0", "--out", str(out)) == 0
+    first, second = json.loads(out.read_text())["results"]
+    assert (first["examples"], second["examples"]) == (40, 80) and first["answer_tokens"] > 250
+    assert second["peak_rss_mib"] >= second["rss_before_mib"] > 0
+    assert second["bytes_per_example_over_first"] == round(
+        (second["held_mib"] - first["held_mib"]) * 2**20 / 40)
