@@ -108,24 +108,30 @@ def run(args: Namespace) -> dict:
     from omics.tiny import build_tiny_llama
     from omics.train import versions
 
-    results = []
+    if len(args.real) != len(args.answers):
+        raise ValueError(f"--real takes one count per --answers kind ({len(args.answers)}), got {args.real}")
+    doc = {"benchmark": "eval-memory", "device": describe(), "versions": versions(),
+           "settings": vars(args) | {"out": str(args.out)}, "results": []}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def record(point: dict) -> None:  # the JSON is rewritten after every point: a long run keeps what it measured
+        doc["results"].append(point)
+        args.out.write_text(json.dumps(doc, indent=2, default=str))
+        print(json.dumps(point), flush=True)
+
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_tiny_llama(Path(tmp) / "tiny")
         for answer, real in zip(args.answers, args.real, strict=True):
-            points = [_point(model_dir, Path(tmp), n, answer, real=False) for n in sorted(args.examples)]
-            for point in points:
+            first = None
+            for n in sorted(args.examples):
+                point = _point(model_dir, Path(tmp), n, answer, real=False)
+                first = first or point
                 point["bytes_per_example_over_first"] = round(
-                    (point["held_mib"] - points[0]["held_mib"]) * 2**20
-                    / max(point["examples"] - points[0]["examples"], 1))
-                print(json.dumps(point), flush=True)
-            results += points
+                    (point["held_mib"] - first["held_mib"]) * 2**20 / max(n - first["examples"], 1))
+                record(point)
             if real:
-                results.append(_point(model_dir, Path(tmp), real, answer, real=True))
-                print(json.dumps(results[-1]), flush=True)
-    doc = {"benchmark": "eval-memory", "device": describe(), "versions": versions(),
-           "settings": vars(args) | {"out": str(args.out)}, "results": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2, default=str))
+                record(_point(model_dir, Path(tmp), real, answer, real=True))
+    results = doc["results"]
     print("| answers | examples | peak RSS MiB | held MiB | bytes/example over the first point | backend |\n"
           "|---|---:|---:|---:|---:|---|")
     for r in results:
