@@ -186,7 +186,7 @@ def evaluate_generation(stage: int, args: Any, backend: Backend | None = None) -
 
     metrics_dir: Path = args.metrics_dir
     reasoning = stage == 3
-    if args.resume and (metrics_dir / "metrics.json").is_file():
+    if args.resume and not args.overwrite and (metrics_dir / "metrics.json").is_file():
         raise FileExistsError(f"{metrics_dir} holds a finished evaluation (metrics.json); nothing to resume. "
                               "Pass --overwrite to run it again.")
     if not args.resume:

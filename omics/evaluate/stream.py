@@ -88,6 +88,8 @@ class ResultsLog:
 
     def open(self, resume: bool, overwrite: bool) -> int:
         """Prepare for appending; return how many rows are already written (0 unless resuming)."""
+        if resume and overwrite:
+            raise ValueError("--resume and --overwrite contradict each other; pick one")
         if not resume:
             if self.path.is_file() and self.path.stat().st_size and not overwrite:
                 raise FileExistsError(f"{self.path} holds results of an earlier run; pass --resume to continue it "
