@@ -32,6 +32,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing results of this command")
 
 
+def _streaming(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-length", type=int,
+                        help="shorten prompts to N tokens as training did (default: the model's training max_length)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from the rows written")
+
+
 def _train_parser(sub, stage: int) -> None:
     p = sub.add_parser("train", help=f"train Stage {stage}")
     p.add_argument("--data", type=Path, required=True, help="training file")
@@ -61,6 +67,7 @@ def _evaluate_parser(sub, stage: int) -> None:
         p.add_argument("--max-samples", type=int, help="evaluate at most N examples per task")
         p.add_argument("--max-new-tokens", type=int, default=64 if stage == 2 else 512)
         p.add_argument("--backend", choices=["auto", "hf", "vllm"], default="auto")
+        _streaming(p)
     _dtype(p)
     _common(p)
 
@@ -94,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--max-new-tokens", type=int, default=512)
     generate.add_argument("--batch-tokens", type=int, help=BATCH_TOKENS_HELP)
     _dtype(generate)
+    _streaming(generate)
     _common(generate)
     chat = commands.add_parser("chat", help="interactive session with a trained model (streams tokens)")
     chat.add_argument("--model", type=Path, default=paths.model_dir(2))
@@ -137,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     memory_bench.add_argument("--no-validate", dest="validate", action="store_false",
                               help="skip checking the tracer against the CPU allocator at the tiny shape")
     memory_bench.add_argument("--out", type=Path, default=Path("benchmarks/results/memory.json"))
+    eval_memory = bench_kind.add_parser("eval-memory", help="evaluation host memory from 1k to 50k examples")
+    eval_memory.add_argument("--examples", type=int, nargs="+", default=[1000, 5000, 20000, 50000])
+    eval_memory.add_argument("--answers", nargs="+", choices=["short", "reasoning"], default=["short", "reasoning"])
+    eval_memory.add_argument("--real", type=int, nargs="+", default=[1000, 100],
+                             help="per --answers kind, examples also decoded by the tiny model for real (0: skip)")
+    eval_memory.add_argument("--out", type=Path, default=Path("benchmarks/results/eval_memory.json"))
     for parser_ in (train_bench, eval_bench):
         parser_.add_argument("--gpu", type=int, default=0, help="index of the one GPU to use (default 0)")
         _dtype(parser_)
@@ -166,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             elif args.command.startswith("stage"):
                 importlib.import_module(f"omics.{args.command}.evaluate").run(args)
             elif args.command == "bench":
-                importlib.import_module(f"omics.bench.{args.kind}").run(args)
+                importlib.import_module(f"omics.bench.{args.kind.replace('-', '_')}").run(args)
             else:
                 importlib.import_module(f"omics.commands.{args.command}").run(args)
     except (UserError, OSError) as err:  # what a user can act on: one line; any other exception is a bug

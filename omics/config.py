@@ -69,6 +69,8 @@ class TrainConfig:
     save_total_limit: int = 3
     eval_steps: int = 500
     eval_generation_samples: int = 64  # Stages 2-3: examples generated at each periodic evaluation
+    eval_max_samples: int = 1000  # Stages 2-3: --eval-data examples (stratified by task) for the eval loss and
+    # the generation check; 0 = the whole file
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -76,7 +76,7 @@ def model_dtype(requested: str = "auto"):
     import torch
 
     if requested not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {requested!r}")
+        raise UserError(f"dtype must be one of {DTYPES}, got {requested!r}")
     if requested == "auto" and use_cuda():
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return {"auto": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[requested]

@@ -39,7 +39,8 @@ KNOWN = (
     MANIFEST, "config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "adapter",
     "checkpoints", ".staging", "parameters.json", "data_report.json", "run_summary.json", "tensorboard",
-    "metrics.json", "metrics.md", "predictions.jsonl", "comparison.md", "likelihood.json", "likelihood.md",
+    "metrics.json", "metrics.md", "predictions.jsonl", "predictions.settings.json", "comparison.md",
+    "likelihood.json", "likelihood.md",
     "likelihood_base_cache.json", ".*.tmp", "base-model", "models", "metrics",
 )
 SHOWN = 3  # foreign files named in a refusal
@@ -245,6 +246,7 @@ class Run:
         self.before: dict[Path, tuple[set[str], list[str]]] = {}
         self.journal: dict | None = None  # of the --overwrite this run does or (continue_pending) continues
         self.replacing = False  # this process set the previous run aside
+        self.created: set[Path] = set()  # folders begin() made: removed again if the command fails in them
 
     def __enter__(self) -> Run:
         try:
@@ -267,6 +269,8 @@ class Run:
         if overwrite:
             self._set_aside()
         for folder in self.targets:
+            if not folder.exists():
+                self.created.add(folder)
             folder.mkdir(parents=True, exist_ok=True)
             owned = owned_entries(folder)[0]
             self.before[folder] = (set(os.listdir(folder)), owned)
@@ -299,7 +303,10 @@ class Run:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             for folder, (before, owned) in self.before.items():
-                if folder.is_dir():
+                if exc_type is not None and folder in self.created and os.listdir(folder) == [MANIFEST]:
+                    (folder / MANIFEST).unlink()  # a command refused before writing anything leaves no trace
+                    folder.rmdir()
+                elif folder.is_dir():
                     self._write_manifest(folder, [*owned, *(set(os.listdir(folder)) - before)], open_=False)
             if self.journal is not None and exc_type is None:
                 _commit(self.journal)
@@ -314,18 +321,23 @@ class Run:
         self.locks.clear()
 
 
-EVALUATION_FILES = ("predictions.jsonl", "metrics.json", "metrics.md", "comparison.md")
+EVALUATION_FILES = ("predictions.jsonl", "predictions.settings.json", "metrics.json", "metrics.md", "comparison.md")
 LIKELIHOOD_FILES = ("likelihood.json", "likelihood.md")
 SCORE_FILES = ("predictions.jsonl", "metrics.json", "metrics.md")
 
 
 @contextmanager
 def hold_results(label: str, folder: Path, names: tuple[str, ...], overwrite: bool,
-                 inputs: dict[str, Path | None]) -> Iterator[Run]:
+                 inputs: dict[str, Path | None], resume: bool = False) -> Iterator[Run]:
     """evaluate / score: earlier results are refused unless --overwrite, which sets them aside until the new
-    ones are written; the other files of the folder (a training run's records) stay untouched."""
-    with Run({label: (folder, names)}, inputs) as run:
-        for name in names:
+    ones are written, or --resume, which continues them; the other files of the folder (a training run's
+    records) stay untouched."""
+    with Run({label: (folder, names)}, inputs, continue_pending=resume) as run:
+        unfinished = folder / "predictions.jsonl"
+        if not (resume or overwrite) and unfinished.is_file() and not (folder / "metrics.json").is_file():
+            raise UserError(f"{unfinished} holds results of an earlier run; pass --resume to continue it or "
+                            "--overwrite to start again.")
+        for name in names if not resume else ():
             ensure_writable(folder / name, overwrite)
         run.begin(overwrite)
         yield run
@@ -354,7 +366,8 @@ def hold_command(args: Namespace) -> AbstractContextManager:
         inputs = {"--model": args.model, "--data": args.data, "--train-data": getattr(args, "train_data", None),
                   "--base-model": getattr(args, "base_model", None)}
         names = LIKELIHOOD_FILES if args.command == "stage1" else EVALUATION_FILES
-        return hold_results("--metrics-dir", args.metrics_dir, names, args.overwrite, inputs)
+        return hold_results("--metrics-dir", args.metrics_dir, names, args.overwrite, inputs,
+                            getattr(args, "resume", False))
     if args.command == "score" and args.out is not None:
         return hold_results("--out", args.out, SCORE_FILES, args.overwrite,
                             {"--predictions": args.predictions, "--train-data": args.train_data})

@@ -273,7 +273,7 @@ class OmicsTrainer(Trainer):
 def check_precision(config: TrainConfig) -> None:
     """fp16 training needs loss scaling, applied between backward and the optimizer step."""
     if model_dtype(config.dtype) == torch.float16 and (config.finetune == "full" or config.optimizer_in_backward):
-        raise ValueError("dtype fp16 (GPUs without bf16) cannot train fp16 weights (finetune: full) nor update "
+        raise UserError("dtype fp16 (GPUs without bf16) cannot train fp16 weights (finetune: full) nor update "
                          "inside backward (loss scaling): use finetune=lora with optimizer_in_backward=false, "
                          "or --set dtype=fp32")
 
@@ -352,7 +352,12 @@ def _train(recipe: Recipe, args: RunArgs, run: Run) -> dict[str, Any]:
     if config.max_length == 0:
         config.max_length = choose_max_length(recipe, args, tokenizer, config)
     train_set, train_meta = build_dataset(recipe, args.data, tokenizer, config, args.extra_data)
-    eval_set = build_dataset(recipe, args.eval_data, tokenizer, config, {})[0] if args.eval_data else None
+    eval_data = args.eval_data
+    if recipe.chat and eval_data:  # validation sized for the run: eval_max_samples, stratified by task
+        from omics.evaluate.run import eval_subset
+
+        eval_data = eval_subset(eval_data, config.eval_max_samples)
+    eval_set = build_dataset(recipe, eval_data, tokenizer, config, {})[0] if eval_data else None
     checkpoints = reset_directories(args, run)
     write_json(args.metrics_dir / "data_report.json", train_meta)
     torch.manual_seed(config.seed)
@@ -374,9 +379,9 @@ def _train(recipe: Recipe, args: RunArgs, run: Run) -> dict[str, Any]:
         from omics.evaluate.run import GenerationEvalCallback
 
         callbacks.append(GenerationEvalCallback(
-            args.eval_data, train_meta.get("task_summary"), tokenizer, config.system_prompt,
+            eval_data, train_meta.get("task_summary"), tokenizer, config.system_prompt,
             config.eval_generation_samples, max_new_tokens=64 if recipe.stage == 2 else 512,
-            reasoning=recipe.stage == 3, log_dir=args.metrics_dir / "tensorboard"))
+            reasoning=recipe.stage == 3, log_dir=args.metrics_dir / "tensorboard", max_length=config.max_length))
     trainer = OmicsTrainer(
         model=model,
         args=training_arguments(config, checkpoints, eval_set is not None),

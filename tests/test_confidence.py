@@ -75,10 +75,9 @@ def test_vllm_path_up_to_the_engine_call(monkeypatch, tiny_model):
     monkeypatch.setattr("omics.evaluate.generate.use_cuda", lambda: True)
     backend = make_backend("auto", tiny_model, 32, 4096)
     assert backend.name == "vllm" and seen["engine"]["model"] == str(tiny_model)
-    from omics.data.instructions import prompt_text
+    from omics.evaluate.stream import PromptIds
 
-    prompt = prompt_text(backend.tokenizer, "Is <dna>ACGT<dna> GC-rich?", "system")
-    backend.generate([prompt])
+    list(backend.stream([PromptIds(backend.tokenizer, None)("Is <dna>ACGT<dna> GC-rich?", "system")[0]]))
     expected = backend.tokenizer.apply_chat_template(
         [{"role": "system", "content": "system"}, {"role": "user", "content": "Is <dna>ACGT<dna> GC-rich?"}],
         add_generation_prompt=True, tokenize=True)["input_ids"]

@@ -18,10 +18,10 @@ QUESTIONS = [
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".xlsx"])
 def test_generate_keeps_rows_and_adds_answers(tmp_path, tiny_model, suffix):
     source, out = tmp_path / f"questions{suffix}", tmp_path / f"answers{suffix}"
-    write_rows(source, QUESTIONS)
+    write_rows(source, lambda: iter(QUESTIONS))
     assert main(["generate", "--model", str(tiny_model), "--data", str(source), "--out", str(out),
                  "--max-new-tokens", "4", "--backend", "hf"]) == 0
-    rows = read_rows(out)
+    rows = list(read_rows(out))
     assert [r["input"] for r in rows] == [q["input"] for q in QUESTIONS]
     assert all(isinstance(r["generated"], str) for r in rows)
     # refuses to overwrite its output without --overwrite
@@ -33,10 +33,10 @@ def test_generate_parses_predictions_when_the_task_is_known(tmp_path, tiny_model
     train.write_text("".join(json.dumps({"input": "q", "output": f"The sequence is {label}.", "label": label,
                                          "task": "emp-gcrich"}) + "\n" for label in ("positive", "negative")))
     source, out = tmp_path / "q.jsonl", tmp_path / "a.jsonl"
-    write_rows(source, QUESTIONS[:1])
+    write_rows(source, lambda: iter(QUESTIONS[:1]))
     assert main(["generate", "--model", str(tiny_model), "--data", str(source), "--out", str(out),
                  "--train-data", str(train), "--max-new-tokens", "4"]) == 0
-    assert "prediction" in read_rows(out)[0]  # None (invalid) for a random model, but parsed
+    assert "prediction" in next(read_rows(out))  # None (invalid) for a random model, but parsed
 
 
 def test_generate_rejects_rows_without_input(tmp_path, tiny_model, caplog):

@@ -119,6 +119,17 @@ def _fit(question: str, answer_ids: list[int], encode: PromptEncoder, max_length
     return prompt_ids, cut_middle(answer_ids, room - body_kept), "answer"
 
 
+def fit_prompt(question: str, encode: PromptEncoder, max_length: int) -> tuple[list[int], str]:
+    """Evaluation's prompt ids under training's rule (`_fit`, no answer yet), and how they fit: "whole",
+    "shortened" (the middle of the longest tagged sequence cut) or "question_cut" (no sequence could absorb
+    the excess: the middle of the question's tokens cut, as training does)."""
+    whole = encode([question])[0]
+    if len(whole) <= max_length:
+        return whole, "whole"
+    fitted, _, cut = _fit(question, [], encode, max_length)
+    return fitted, "shortened" if cut == "sequence" else "question_cut"
+
+
 def length_stats(lengths: array) -> dict[str, int]:
     """Token-length percentiles of the examples (before any shortening), to choose max_length from."""
     ordered, n = sorted(lengths), len(lengths)

@@ -1,99 +1,225 @@
-"""Stages 2-3 evaluation: generate → parse → score → report (parsing and scoring live in scoring.py)."""
+"""Stages 2-3 evaluation: generate → parse → score → report, and re-scoring a stored predictions file.
+
+Everything after generation is a pure function of the predictions file, so `omics score` recomputes the
+exact same metrics without a model or a GPU.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
-from collections import defaultdict
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from transformers import TrainerCallback
 
+from omics import paths
 from omics.config import SYSTEM_PROMPT
-from omics.data.instructions import prompt_text
 from omics.data.labels import task_warnings
 from omics.data.packing import file_sha256
 from omics.data.validate import DataReport, read_instructions
-from omics.device import mixed_precision
+from omics.device import default_batch_tokens, mixed_precision
 from omics.errors import UserError
 from omics.evaluate.confidence import true_class_probability
+from omics.evaluate.generate import Backend, Generation
 from omics.evaluate.parse import normalize_label
 from omics.evaluate.report import (
     compare_files,
     ensure_writable,
     format_table,
     write_metrics,
-    write_predictions,
     write_text,
 )
-from omics.evaluate.scoring import _specs, parse_rows, score_rows, training_summary
+from omics.evaluate.scoring import _specs, parse_rows, reference_check, score_rows, training_summary
+from omics.evaluate.stream import PromptIds, ResultsLog, model_fingerprint, restart_point, resumed, stream_rows
+from omics.evaluate.tasks import TaskSpec
 
 log = logging.getLogger("omics")
 
 
-def _limit(records: list[dict], max_per_task: int | None) -> list[dict]:
-    if max_per_task is None:
-        return records
-    seen: dict[str, int] = defaultdict(int)
-    kept = []
+def _limit(records: Iterable[dict], max_per_task: int | None) -> Iterator[dict]:
+    """The first `max_per_task` records of each task (all when None), streaming."""
+    seen: Counter = Counter()
     for record in records:
         seen[record["task"]] += 1
-        if seen[record["task"]] <= max_per_task:
-            kept.append(record)
+        if max_per_task is None or seen[record["task"]] <= max_per_task:
+            yield record
+
+
+def task_quota(counts: Counter, cap: int) -> dict[str, int]:
+    """Per task, how many examples to keep: equal shares of `cap`, a small task's unused share to the others."""
+    quota, left = {}, cap
+    for k, task in enumerate(sorted(counts, key=lambda t: (counts[t], t))):
+        quota[task] = min(counts[task], left // (len(counts) - k))
+        left -= quota[task]
+    return quota
+
+
+def _task_counts(path: Path) -> Counter:
+    return Counter(r["task"] for r in read_instructions(path, DataReport(str(path))))
+
+
+def stratified_records(path: Path, cap: int, counts: Counter | None = None) -> Iterator[dict]:
+    """At most `cap` records (0: all), shared equally between tasks, the first of each in file order.
+
+    Two streaming passes (count, then take): memory holds the counts, never the file.
+    """
+    counts = counts if counts is not None else _task_counts(path)
+    quota = task_quota(counts, cap) if cap > 0 else counts
+    taken: Counter = Counter()
+    for record in read_instructions(path, DataReport(str(path))):
+        if taken[record["task"]] < quota[record["task"]]:
+            taken[record["task"]] += 1
+            yield record
+
+
+def eval_subset(path: Path, cap: int) -> Path:
+    """`--eval-data` capped at `eval_max_samples` (stratified by task) for the eval loss and the generation
+    check alike: the file itself when it fits, else a subset written once under archive/cache."""
+    if cap <= 0:
+        return path
+    subset = paths.ARCHIVE / "cache" / f"eval-{file_sha256(path)[:16]}-{cap}.jsonl"
+    if subset.is_file():
+        return subset
+    counts = _task_counts(path)
+    if sum(counts.values()) <= cap:
+        return path
+    write_text(subset, "".join(json.dumps({k: r[k] for k in ("input", "output", "label", "task")},
+                                          ensure_ascii=False) + "\n" for r in stratified_records(path, cap, counts)))
+    log.info("eval data: %d of the %d examples of %s (eval_max_samples, stratified by task): %s", cap,
+             sum(counts.values()), path, subset)
+    return subset
+
+
+def training_config(metrics_dir: Path) -> dict:
+    """The config the model was trained with (its metrics folder's parameters.json), or {} when unknown."""
+    record = metrics_dir / "parameters.json"
+    return json.loads(record.read_text())["config"] if record.is_file() else {}
+
+
+def _scoring_row(row: dict, specs: dict[str, TaskSpec], reasoning: bool) -> dict:
+    """What metrics read of a stored row: no input, no generated text, and the reference answer's round trip
+    as a verdict (its text kept only when it fails to parse back, for the report's examples)."""
+    kept = {k: row[k] for k in ("task", "label", "prediction", "format_ok") if k in row}
+    if "probability" in row:
+        kept["probability"] = row["probability"]
+    if row.get("format_ok") is not None:
+        kept["output_words"] = len(row["generated"].split())
+    if row.get("output"):
+        spec = specs[row["task"]]
+        kept["reference_parsed"] = reference_check(row["output"], normalize_label(row["label"], spec), spec, reasoning)
+        if kept["reference_parsed"] is not True:
+            kept["output"] = row["output"]
     return kept
 
 
-def evaluate_generation(stage: int, args: Any) -> dict:
-    """`omics stageN evaluate` for Stages 2-3: every file of evaluation.md §4 under args.metrics_dir."""
+def answer_row(record: dict, generation: Generation, specs: dict[str, TaskSpec], tokenizer, reasoning: bool) -> dict:
+    """An answer as its predictions row, parsed, with p(true class) read while its log-probabilities exist."""
+    spec = specs[record["task"]]
+    row = {"task": record["task"], "input": record["input"], "label": record["label"], "generated": generation.text,
+           "output": record.get("output", "")}
+    parse_rows([row], specs, reasoning)
+    if spec.type in ("binary", "multiclass"):
+        row["probability"] = true_class_probability(generation, spec, normalize_label(record["label"], spec),
+                                                    row["prediction"], tokenizer, answer_tag=reasoning)
+    return row
+
+
+def evaluate_generation(stage: int, args: Any, backend: Backend | None = None) -> dict:
+    """`omics stageN evaluate` for Stages 2-3: every file of evaluation.md §4 under args.metrics_dir.
+
+    Streams: the data file is read twice (label summary, then prompts by windows), rows are appended to
+    predictions.jsonl batch by batch, and scoring reads that file back; `--resume` continues a killed run.
+    `backend` replaces the one args name (the memory benchmark's fixed answers).
+    """
     from omics.evaluate.generate import make_backend
     from omics.model import require_model_dir
 
     metrics_dir: Path = args.metrics_dir
-    for name in ("metrics.json", "predictions.jsonl"):
-        ensure_writable(metrics_dir / name, args.overwrite)
+    reasoning = stage == 3
+    if args.resume and not args.overwrite and (metrics_dir / "metrics.json").is_file():
+        raise UserError(f"{metrics_dir} holds a finished evaluation (metrics.json); nothing to resume. "
+                        "Pass --overwrite to run it again.")
+    if not args.resume:
+        ensure_writable(metrics_dir / "metrics.json", args.overwrite)
     model_dir = require_model_dir(args.model, f"Train it first: omics stage{stage} train, or pass --model DIR.")
-    record = metrics_dir / "parameters.json"
-    system = json.loads(record.read_text())["config"]["system_prompt"] if record.is_file() else SYSTEM_PROMPT
-    report = DataReport(str(args.data))
+    trained = training_config(metrics_dir)
+    system = trained.get("system_prompt", SYSTEM_PROMPT)
+    max_length = args.max_length or trained.get("max_length") or None
     if args.max_samples is not None and args.max_samples < 1:
         raise UserError(f"--max-samples must be at least 1, got {args.max_samples}")
-    records = _limit(list(read_instructions(args.data, report)), args.max_samples)
+    report = DataReport(str(args.data))
+    train_summary = training_summary(args.train_data, metrics_dir)
+    specs = _specs(_limit(read_instructions(args.data, report), args.max_samples), train_summary)
     if report.skipped:
         log.warning("%s", report.summary())
-    train_summary = training_summary(args.train_data, metrics_dir)
-    specs = _specs(records, train_summary)
-    warnings = task_warnings(train_summary, {r["task"] for r in records})
+    warnings = task_warnings(train_summary, specs)
     for warning in warnings:
         log.warning("%s", warning)
+    backend = backend or make_backend(args.backend, model_dir, args.max_new_tokens, args.batch_tokens, args.dtype)
+    settings = {"stage": stage, "data": str(Path(args.data).resolve()), "data_sha256": file_sha256(args.data),
+                "model": str(Path(model_dir).resolve()), "model_files": model_fingerprint(model_dir),
+                "backend": backend.name, "max_samples": args.max_samples, "max_new_tokens": args.max_new_tokens,
+                "max_length": max_length, "system_prompt": system}
+    results_log = ResultsLog(metrics_dir / "predictions.jsonl", settings)
+    done = results_log.open(args.resume, args.overwrite)
+    restart = restart_point(done)
+    prompt_ids = PromptIds(backend.tokenizer, max_length)
 
-    backend = make_backend(args.backend, model_dir, args.max_new_tokens, args.batch_tokens, args.dtype)
+    def finish(record: dict, generation: Generation) -> dict:
+        row = answer_row(record, generation, specs, backend.tokenizer, reasoning)
+        return {**row, "line": record["line"], "prompt_fit": record["prompt_fit"]}
+
+    def prompt(record: dict) -> np.ndarray:
+        ids, record["prompt_fit"] = prompt_ids(record["input"], system)
+        return ids
+
+    total = sum(min(n, args.max_samples or n) for n in report.tasks.values())
     started = time.time()
-    prompts = [prompt_text(backend.tokenizer, r["input"], system) for r in records]
-    generations = backend.generate(prompts)
+    records = islice(_limit(read_instructions(args.data, DataReport(str(args.data))), args.max_samples), restart, None)
+    if done < total:  # a run killed after its last row but before metrics.json only needs scoring
+        for rows in resumed(stream_rows(backend, records, prompt, finish, total - restart), done - restart):
+            results_log.append(rows)
     seconds = time.time() - started
-    rows = [{"task": r["task"], "input": r["input"], "label": r["label"], "generated": g.text,
-             "output": r.get("output", "")} for r, g in zip(records, generations, strict=True)]
-    parse_rows(rows, specs, reasoning=stage == 3)
-    for row, generation in zip(rows, generations, strict=True):
-        spec = specs[row["task"]]
-        if spec.type in ("binary", "multiclass"):
-            row["probability"] = true_class_probability(generation, spec, normalize_label(row["label"], spec),
-                                                        row["prediction"], backend.tokenizer, answer_tag=stage == 3)
-    results, overall = score_rows(rows, specs, reasoning=stage == 3)
+    rows, fits = [], Counter()
+    for row in results_log.rows():
+        rows.append(_scoring_row(row, specs, reasoning))
+        fits[row["task"], row.get("prompt_fit", "whole")] += 1
+    results, overall = score_rows(rows, specs, reasoning)
+    generated = len(rows) - done
     meta = {
-        "stage": stage, "model": str(Path(model_dir).resolve()), "data": str(Path(args.data).resolve()),
-        "data_sha256": file_sha256(args.data), "backend": backend.name, "n_examples": len(rows),
-        "generation_seconds": round(seconds, 2), "examples_per_second": round(len(rows) / max(seconds, 1e-9), 3),
-        "skipped_lines": dict(report.skipped), "task_warnings": warnings,
+        "stage": stage, "model": settings["model"], "data": settings["data"], "data_sha256": settings["data_sha256"],
+        "backend": backend.name, "n_examples": len(rows), "resumed_after": done,
+        "generation_seconds": round(seconds, 2), "examples_per_second": round(generated / max(seconds, 1e-9), 3),
+        "skipped_lines": dict(report.skipped), "task_warnings": warnings, "max_length": max_length,
+        "prompts_shortened": {task: fits[task, "shortened"] for task in specs},
+        "prompts_question_cut": {task: fits[task, "question_cut"] for task in specs},
         "task_specs": {task: spec.to_dict() for task, spec in specs.items()},
     }
-    write_predictions(metrics_dir / "predictions.jsonl", rows)
     doc = write_metrics(metrics_dir, results, overall, meta, tag=f"stage{stage}")
     print(format_table(results, overall))
+    print(prompt_fit_summary(meta, max_length))
     _write_comparison(stage, metrics_dir, meta["data_sha256"])
     return doc
+
+
+def prompt_fit_summary(meta: dict, max_length: int | None) -> str:
+    """One line per report: how many prompts training's rule shortened, per task."""
+    if max_length is None:
+        return "prompts: not shortened (no training max_length known; pass --max-length N)"
+    shortened = {t: n for t, n in meta["prompts_shortened"].items() if n}
+    cut = {t: n for t, n in meta["prompts_question_cut"].items() if n}
+    text = f"prompts shortened to max_length={max_length} (training's rule): "
+    text += ", ".join(f"{t} {n}" for t, n in sorted(shortened.items())) or "none"
+    if cut:
+        text += "; without a sequence to shorten (middle of the question cut): " + ", ".join(
+            f"{t} {n}" for t, n in sorted(cut.items()))
+    return text
 
 
 def _write_comparison(stage: int, metrics_dir: Path, data_sha: str) -> None:
@@ -115,12 +241,11 @@ class GenerationEvalCallback(TrainerCallback):
     """
 
     def __init__(self, eval_data: Path, train_summary: dict | None, tokenizer, system: str, samples: int,
-                 max_new_tokens: int, reasoning: bool, log_dir: Path):
-        records = list(read_instructions(eval_data, DataReport(str(eval_data))))
-        tasks = {r["task"] for r in records}
-        self.records = _limit(records, max(1, -(-samples // len(tasks))))
+                 max_new_tokens: int, reasoning: bool, log_dir: Path, max_length: int | None = None):
+        self.records = list(stratified_records(eval_data, samples))
         self.specs = _specs(self.records, train_summary)
-        self.prompts = [prompt_text(tokenizer, r["input"], system) for r in self.records]
+        prompt_ids = PromptIds(tokenizer, max_length)  # training's prompts, shortened by training's rule
+        self.prompts = [prompt_ids(r["input"], system)[0] for r in self.records]
         self.tokenizer, self.max_new_tokens = tokenizer, max_new_tokens
         self.reasoning, self.log_dir = reasoning, log_dir
 
@@ -131,13 +256,14 @@ class GenerationEvalCallback(TrainerCallback):
 
         was_training = model.training
         model.eval()
+        backend = HFBackend(model, self.tokenizer, self.max_new_tokens, default_batch_tokens(None))
         # as in training: bf16 base weights next to fp32 trained copies need autocast to run together
         with mixed_precision(model):
-            generations = HFBackend(model, self.tokenizer, self.max_new_tokens).generate(self.prompts)
+            rows = [row for batch in stream_rows(
+                backend, range(len(self.records)), self.prompts.__getitem__,
+                lambda i, g: answer_row(self.records[i], g, self.specs, self.tokenizer, self.reasoning))
+                for row in batch]
         model.train(was_training)
-        rows = [{"task": r["task"], "input": r["input"], "label": r["label"], "generated": g.text}
-                for r, g in zip(self.records, generations, strict=True)]
-        parse_rows(rows, self.specs, self.reasoning)
         results, overall = score_rows(rows, self.specs, self.reasoning)
         with SummaryWriter(str(self.log_dir), filename_suffix=".generation") as writer:
             writer.add_scalar("eval_generation/mixed_score_mean", overall["mixed_score_mean"], state.global_step)

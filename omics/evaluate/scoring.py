@@ -60,18 +60,24 @@ def _same(parsed: Any, label: Any) -> bool:
     return parsed == label
 
 
+def reference_check(output: str, label: Any, spec: TaskSpec, reasoning: bool) -> Any:
+    """True when a reference answer parses back to its own label, else what it parsed as."""
+    parsed = parse_prediction(extract_answer(output)[0] if reasoning else output, spec)
+    return True if _same(parsed, label) else parsed
+
+
 def reference_round_trip(rows: list[dict], labels: list, spec: TaskSpec, reasoning: bool) -> dict[str, Any] | None:
     """§4: the share of reference outputs (`output`) that parse back to their own label, with examples of
-    those that do not; None when the rows carry no reference outputs."""
-    pairs = [(r["output"], label) for r, label in zip(rows, labels, strict=True) if r.get("output")]
-    if not pairs:
+    those that do not; None when the rows carry no reference outputs. A row may carry its verdict already
+    (`reference_parsed`, streamed evaluation: the output text is then kept only when it fails)."""
+    checked = [(r.get("output"), r["reference_parsed"] if "reference_parsed" in r else
+                reference_check(r["output"], label, spec, reasoning), label)
+               for r, label in zip(rows, labels, strict=True) if "reference_parsed" in r or r.get("output")]
+    if not checked:
         return None
-    failures = []
-    for output, label in pairs:
-        parsed = parse_prediction(extract_answer(output)[0] if reasoning else output, spec)
-        if not _same(parsed, label):
-            failures.append({"output": output, "parsed": parsed, "label": label})
-    return {"reference_parse_rate": round(1 - len(failures) / len(pairs), 4),
+    failures = [{"output": output, "parsed": parsed, "label": label}
+                for output, parsed, label in checked if parsed is not True]
+    return {"reference_parse_rate": round(1 - len(failures) / len(checked), 4),
             "reference_failures": failures[:REFERENCE_EXAMPLES]}
 
 
@@ -115,7 +121,7 @@ def score_rows(rows: list[dict], specs: dict[str, TaskSpec], reasoning: bool) ->
             result["model_probability_share"] = round(sum(p is not None for p in read) / len(read), 4)
         if reasoning:
             result["format_compliance"] = round(100 * sum(bool(r["format_ok"]) for r in task_rows) / len(task_rows), 2)
-            lengths = [len(r["generated"].split()) for r in task_rows]
+            lengths = [r["output_words"] if "output_words" in r else len(r["generated"].split()) for r in task_rows]
             result["output_words"] = {"mean": round(statistics.fmean(lengths), 1),
                                       "median": statistics.median(lengths), "max": max(lengths)}
         _checks(result, reference_round_trip(task_rows, labels, spec, reasoning), baseline_scores(spec, labels))
