@@ -158,7 +158,7 @@ def evaluate_generation(stage: int, args: Any, backend: Backend | None = None) -
     specs = _specs(_limit(read_instructions(args.data, report), args.max_samples), train_summary)
     if report.skipped:
         log.warning("%s", report.summary())
-    warnings = task_warnings(train_summary, specs)
+    warnings = task_warnings(train_summary, report.tasks)  # the evaluated tasks
     for warning in warnings:
         log.warning("%s", warning)
     backend = backend or make_backend(args.backend, model_dir, args.max_new_tokens, args.batch_tokens, args.dtype)
