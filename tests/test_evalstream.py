@@ -110,6 +110,7 @@ def test_refusal_messages(tiny_model, tmp_path, monkeypatch, caplog):
     assert "pass --resume to continue it or --overwrite" in caplog.text
     assert cli(monkeypatch, tmp_path, *argv, "--resume") == 2
     assert "written with other settings" in caplog.text and "max_new_tokens: 3 -> 2" in caplog.text
+    assert "dtype: None -> 'auto'" in caplog.text and "batch_tokens: None ->" in caplog.text  # both recorded
 
 
 def test_prompts_shortened_as_in_training_and_reported_per_task(evaluations, tiny_model, capsys):

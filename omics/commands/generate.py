@@ -97,6 +97,7 @@ def write_rows(path: Path, rows: Rows) -> None:
 def run(args: Namespace) -> int:
     from omics.config import SYSTEM_PROMPT
     from omics.data.packing import file_sha256
+    from omics.device import default_batch_tokens, has_package
     from omics.evaluate.generate import make_backend
     from omics.evaluate.parse import extract_answer, parse_prediction
     from omics.evaluate.report import ensure_writable
@@ -107,6 +108,8 @@ def run(args: Namespace) -> int:
 
     if args.out.suffix not in SUFFIXES:
         raise UserError(f"--out {args.out}: expected one of {', '.join(SUFFIXES)}")
+    if ".xlsx" in (args.data.suffix, args.out.suffix) and not has_package("openpyxl"):
+        raise UserError("spreadsheets (.xlsx) need openpyxl: pip install 'omics[sheets]' (or use .csv/.jsonl)")
     if args.resume and args.out.exists():
         raise UserError(f"{args.out} is finished; nothing to resume. Pass --overwrite to answer again.")
     ensure_writable(args.out, args.overwrite)
@@ -119,7 +122,8 @@ def run(args: Namespace) -> int:
     backend = make_backend(args.backend, model, args.max_new_tokens, args.batch_tokens, args.dtype)
     settings = {"data": str(args.data.resolve()), "data_sha256": file_sha256(args.data),
                 "model": str(model.resolve()), "model_files": model_fingerprint(model), "backend": backend.name,
-                "max_new_tokens": args.max_new_tokens, "max_length": max_length,
+                "max_new_tokens": args.max_new_tokens, "max_length": max_length, "dtype": args.dtype,
+                "batch_tokens": default_batch_tokens(args.batch_tokens),  # batches shape the float rounding
                 "train_data": str(args.train_data.resolve()) if args.train_data else None}
     results = ResultsLog(args.out.with_name(f".{args.out.name}.partial.jsonl"), settings)
     done = results.open(args.resume, args.overwrite)

@@ -165,7 +165,8 @@ def evaluate_generation(stage: int, args: Any, backend: Backend | None = None) -
     settings = {"stage": stage, "data": str(Path(args.data).resolve()), "data_sha256": file_sha256(args.data),
                 "model": str(Path(model_dir).resolve()), "model_files": model_fingerprint(model_dir),
                 "backend": backend.name, "max_samples": args.max_samples, "max_new_tokens": args.max_new_tokens,
-                "max_length": max_length, "system_prompt": system}
+                "max_length": max_length, "system_prompt": system, "dtype": getattr(args, "dtype", "auto"),
+                "batch_tokens": default_batch_tokens(args.batch_tokens)}  # batches shape the float rounding
     results_log = ResultsLog(metrics_dir / "predictions.jsonl", settings)
     done = results_log.open(args.resume, args.overwrite)
     restart = restart_point(done)
