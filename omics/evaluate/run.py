@@ -225,9 +225,10 @@ def prompt_fit_summary(meta: dict, max_length: int | None) -> str:
 
 def _write_comparison(stage: int, metrics_dir: Path, data_sha: str) -> None:
     """When an earlier stage was evaluated on the same file, print and save the per-task deltas (§4)."""
+    ours = (metrics_dir / "metrics.json").resolve()  # e.g. the Stage 1 model evaluated into metrics/stage1
     earlier = {f"stage{s}": metrics_dir.parent / f"stage{s}" / "metrics.json" for s in range(1, stage)}
-    same = {k: p for k, p in earlier.items()
-            if p.is_file() and json.loads(p.read_text())["meta"].get("data_sha256") == data_sha}
+    same = {k: p for k, p in earlier.items() if p.is_file() and p.resolve() != ours
+            and json.loads(p.read_text())["meta"].get("data_sha256") == data_sha}
     if same:
         table, _ = compare_files({**same, f"stage{stage}": metrics_dir / "metrics.json"})
         print(table)
