@@ -44,6 +44,10 @@ KNOWN = (
     "likelihood_base_cache.json", ".*.tmp", "base-model", "models", "metrics",
 )
 SHOWN = 3  # foreign files named in a refusal
+# a model's own files: in a folder without a manifest they are never omics' (a downloaded base model looks
+# exactly like a model omics saved, and must never be replaced)
+MODEL_FILES = ("config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
+               "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 
 
 def sibling(folder: Path, role: str) -> Path:
@@ -85,9 +89,11 @@ def owned_entries(folder: Path) -> tuple[list[str], list[str]]:
     manifest = read_manifest(folder)
     listed = set(manifest["entries"]) if manifest else set()
     exact = manifest is not None and not manifest.get("open")
+    unrecorded_model = manifest is None and (folder / "config.json").is_file()
     owned, foreign = [], []
     for name in sorted(os.listdir(folder)):
-        is_owned = name == MANIFEST or name in listed or (not exact and _known(name))
+        model_file = unrecorded_model and any(fnmatch.fnmatchcase(name, pattern) for pattern in MODEL_FILES)
+        is_owned = name == MANIFEST or name in listed or (not exact and _known(name) and not model_file)
         (owned if is_owned else foreign).append(name)
     return owned, foreign
 
@@ -99,8 +105,9 @@ def refuse_foreign(folder: Path) -> None:
     foreign = owned_entries(folder)[1]
     if foreign:
         shown = ", ".join(foreign[:SHOWN]) + (f" and {len(foreign) - SHOWN} more" if len(foreign) > SHOWN else "")
+        model = " (a model folder without an omics manifest, e.g. a downloaded base model, is never replaced)"
         raise UserError(f"{folder} holds files omics did not write ({shown}); pick a new or empty folder, "
-                        "or move them out")
+                        f"or move them out{model if (folder / 'config.json').is_file() else ''}")
 
 
 class Lock:

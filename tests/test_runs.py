@@ -107,7 +107,7 @@ def test_folder_with_foreign_files_is_refused(finished, tmp_path, monkeypatch, c
         (mine / name).write_text(name)
     before = fingerprint(mine)
     assert cli(monkeypatch, tmp_path, *train_args(finished.base, "--overwrite", "--output-dir", "mine")) == 2
-    assert "mine holds files omics did not write (a.csv, b.csv, c.csv and 1 more)" in caplog.text
+    assert "mine holds files omics did not write (a.csv, b.csv, c.csv and 2 more)" in caplog.text
     assert fingerprint(mine) == before
 
 
@@ -121,9 +121,20 @@ def test_evaluation_into_the_model_folder_is_refused(project, monkeypatch, caplo
 # ------------------------------------------------------------------------------- overwrite: aside, back
 
 
+def test_a_model_folder_without_a_manifest_is_never_replaced(project, finished, monkeypatch, caplog):
+    """A downloaded base model looks like a model omics saved: without omics' manifest it is not omics'."""
+    downloaded = project / "Meta-Llama-3.1-8B"
+    shutil.copytree(finished.base, downloaded)
+    before = fingerprint(downloaded)
+    for command in (train_args(finished.base, "--overwrite", "--output-dir", str(downloaded)),
+                    ["score", "--predictions", "p.jsonl", "--out", str(downloaded), "--overwrite"]):
+        assert cli(monkeypatch, project, *command) == 2
+        assert "holds files omics did not write (config.json" in caplog.text and "never replaced" in caplog.text
+    assert fingerprint(downloaded) == before
+
+
 def test_overwrite_sets_the_old_run_aside_until_the_new_one_is_saved(project, finished, monkeypatch):
-    """Also a legacy run (no manifest): the files omics writes are its own."""
-    (project / MODEL / MANIFEST).unlink()
+    """Also a legacy metrics folder (no manifest): the files omics writes are its own."""
     (project / METRICS / MANIFEST).unlink()
     import omics.train
 
