@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
@@ -95,3 +96,16 @@ def test_score_imports_no_torch(tmp_path):
                           text=True, env=env, check=True)
     assert done.stdout.strip().splitlines()[-1] == "[]"
     assert list((tmp_path / "out/tensorboard").glob("events.out.tfevents.*rescore"))  # tfevents without torch
+
+
+def test_score_reads_utf16_and_refuses_binary_in_one_line(tmp_path, monkeypatch, caplog):
+    rows = [{"task": "emp-x", "label": "positive", "model_output": "yes"},
+            {"task": "emp-x", "label": "negative", "model_output": "no"}]
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    (tmp_path / "utf16.jsonl").write_text(text, encoding="utf-16")  # with its byte-order mark
+    (tmp_path / "bom.jsonl").write_text(text, encoding="utf-8-sig")
+    (tmp_path / "packed.jsonl").write_bytes(gzip.compress(text.encode()))
+    for name in ("utf16.jsonl", "bom.jsonl"):
+        assert cli(monkeypatch, tmp_path, "score", "--predictions", name) == 0
+    assert cli(monkeypatch, tmp_path, "score", "--predictions", "packed.jsonl") == 2
+    assert "packed.jsonl:1: not UTF-8 text" in caplog.text

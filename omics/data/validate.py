@@ -135,7 +135,8 @@ def _decoded(path: Path, encoding: str) -> Iterator[tuple[int, str, int]]:
                         "it); convert the file to UTF-8.") from None
 
 
-def _lines(path: Path, report: DataReport) -> Iterator[tuple[int, str]]:
+def text_lines(path: Path, report: DataReport) -> Iterator[tuple[int, str]]:
+    """(line number, text) of every non-blank line of a text file: UTF-8, or UTF-16/32 by byte-order mark."""
     if not path.is_file():
         raise DataError(f"data file {path} not found (pass the path of an existing file)")
     report.encoding = _encoding(path)
@@ -191,7 +192,7 @@ def read_sequences(path: str | Path, report: DataReport) -> Iterator[tuple[str, 
     """Yield (upper-case sequence, molecule) per valid line, or per FASTA record when the file is FASTA (its
     first non-blank line starts with '>'); text lines and bad records are skipped and reported."""
     path = Path(path)
-    lines = _lines(path, report)
+    lines = text_lines(path, report)
     first = next(lines, None)
     lines = chain([first] if first else [], lines)
     if first is not None and first[1].lstrip().startswith(">"):
@@ -244,7 +245,7 @@ def read_instructions(path: str | Path, report: DataReport, on_bad_line: str = "
     `on_bad_line="stop"` raises at the first bad line; "skip" reports it and goes on.
     """
     path = Path(path)
-    for lineno, line in _lines(path, report):
+    for lineno, line in text_lines(path, report):
         try:
             record = json.loads(line)
             problem = None if isinstance(record, dict) else "line is not a JSON object"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from omics.data.labels import training_label_summary
+from omics.data.validate import DataReport, text_lines
 from omics.errors import UserError
 from omics.evaluate.metrics import baseline_scores, paper_table, score_task, summarize_overall
 from omics.evaluate.parse import extract_answer, normalize_label, parse_prediction
@@ -146,28 +147,25 @@ def read_scored_rows(path: Path) -> tuple[list[dict], str, int]:
     model_output|result}, `input`/`output` optional): (rows with `generated`, format name, rows skipped
     for a null label, which the paper's evaluator drops too)."""
     rows, formats, unlabeled = [], set(), 0
-    with Path(path).open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{line_no}: not a JSON line ({err.msg})") from err
-            answer = next((k for k in ("generated", *PAPER_OUTPUT_FIELDS) if k in row), None) if isinstance(
-                row, dict) else None
-            if answer is None or "task" not in row or "label" not in row:
-                raise UserError(f"{path}:{line_no}: expected an object with 'task', 'label' and 'generated' "
-                                 f"(omics predictions) or 'model_output'/'result' (the paper's format)")
-            if row["label"] is None:
-                unlabeled += 1
-                continue
-            formats.add("omics" if answer == "generated" else "paper")
-            if answer != "generated":
-                row = {k: v for k, v in row.items() if k not in PAPER_OUTPUT_FIELDS} | {
-                    "generated": row[answer], "label": _paper_label(row["label"])}
-            row["task"], row["generated"] = str(row["task"]), str(row["generated"] or "")
-            rows.append(row)
+    for line_no, line in text_lines(Path(path), DataReport(str(path))):  # UTF-8/16/32, BOM or not
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}:{line_no}: not a JSON line ({err.msg})") from err
+        answer = next((k for k in ("generated", *PAPER_OUTPUT_FIELDS) if k in row), None) if isinstance(
+            row, dict) else None
+        if answer is None or "task" not in row or "label" not in row:
+            raise UserError(f"{path}:{line_no}: expected an object with 'task', 'label' and 'generated' "
+                            f"(omics predictions) or 'model_output'/'result' (the paper's format)")
+        if row["label"] is None:
+            unlabeled += 1
+            continue
+        formats.add("omics" if answer == "generated" else "paper")
+        if answer != "generated":
+            row = {k: v for k, v in row.items() if k not in PAPER_OUTPUT_FIELDS} | {
+                "generated": row[answer], "label": _paper_label(row["label"])}
+        row["task"], row["generated"] = str(row["task"]), str(row["generated"] or "")
+        rows.append(row)
     if not rows:
         raise UserError(f"{path}: no labelled rows to score")
     return rows, "+".join(sorted(formats)), unlabeled
