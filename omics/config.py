@@ -112,10 +112,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     if not isinstance(values, dict):
         raise UserError(f"{path}: expected a mapping of key: value, got {type(values).__name__}")
     declared = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
-    values.update(_parse_override(item, declared) for item in overrides or [])
-    unknown = sorted(set(values) - set(declared))
-    if unknown:
-        raise UserError(f"{path}: unknown config keys {unknown}; valid keys: {sorted(declared)}")
+    overridden = dict(_parse_override(item, declared) for item in overrides or [])
+    for source, keys in ((str(path), values), ("--set", overridden)):
+        if unknown := sorted(set(keys) - set(declared)):
+            raise UserError(f"{source}: unknown config keys {unknown}; valid keys: {sorted(declared)}")
+    values.update(overridden)
     config = TrainConfig(**{k: _coerce(k, declared[k], v) for k, v in values.items()})
     choices = {"finetune": ("lora", "full"), "on_bad_line": ("skip", "stop"),
                "on_bad_reasoning": ("skip", "keep", "stop"), "optimizer": ("adamw", "adamw_8bit", "adafactor"),

@@ -8,10 +8,10 @@ import errno
 ADVICE = {
     errno.EACCES: "check its permissions (ls -l) or choose another path",
     errno.EPERM: "check its permissions (ls -l) or choose another path",
-    errno.EISDIR: "it is a directory; pass a file",
+    errno.EISDIR: "pass a file",
     errno.ENOTDIR: "a part of the path is a file, not a directory; pass a directory",
     errno.ENOENT: "check the path",
-    errno.EEXIST: "remove it or choose another path",
+    errno.EEXIST: "a file is in the way of a folder; choose another path",
     errno.ENOSPC: "the disk is full; free space or choose another disk",
     errno.EDQUOT: "the disk quota is used up; free space or choose another disk",
     errno.EROFS: "the file system is read-only; choose a writable path",

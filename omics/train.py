@@ -121,6 +121,20 @@ def file_record(path: Path) -> dict[str, Any]:
     return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
+def changed_inputs(args: RunArgs) -> list[str]:
+    """The data files whose content differs from those the run being resumed recorded (none recorded: [])."""
+    recorded = args.metrics_dir / "parameters.json"
+    if not recorded.is_file():
+        return []
+    params = json.loads(recorded.read_text())
+    now = {"--data": args.data, "--eval-data": args.eval_data,
+           **{f"--{name}-data": path for name, path in args.extra_data.items()}}
+    then = {"--data": params.get("data"), "--eval-data": params.get("eval_data"),
+            **{f"--{name}-data": record for name, record in (params.get("extra_data") or {}).items()}}
+    return [flag for flag in sorted(set(now) | set(then))
+            if (now.get(flag) and file_sha256(now[flag])) != ((then.get(flag) or {}).get("sha256") or None)]
+
+
 def check_directories(args: RunArgs) -> None:
     """Refuse to overwrite a trained model, checkpoints or run records unless asked (no side effects)."""
     checkpoints = args.output_dir / CHECKPOINTS
@@ -134,6 +148,10 @@ def check_directories(args: RunArgs) -> None:
         if finished.is_file():
             raise UserError(f"--resume: this run is finished ({finished} exists, model in {args.output_dir}); "
                             "nothing to resume. Pass --overwrite to train it again.")
+        if changed := changed_inputs(args):
+            raise UserError(f"--resume: {', '.join(changed)} differ from what the run being resumed trained on "
+                            f"({args.metrics_dir / 'parameters.json'}); resume with the same files, or start a "
+                            "new run (--overwrite or another --output-dir/--metrics-dir)")
         if last_checkpoint(checkpoints) is None:
             raise UserError(f"--resume: no complete checkpoint under {checkpoints}; start without --resume "
                             "(with --overwrite if a killed run left files there)")

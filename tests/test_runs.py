@@ -272,7 +272,7 @@ def test_directory_given_as_a_file_and_file_as_a_folder(tmp_path, monkeypatch, c
     (tmp_path / "file").write_text("x")
     assert cli(monkeypatch, tmp_path, "score", "--predictions", "p.jsonl", "--out", "file") == 2
     directory, file = error_lines(caplog)
-    assert directory == "folder.jsonl: Is a directory; it is a directory; pass a file"
+    assert directory == "folder.jsonl is a folder, not a file; pass a file"
     assert file == f"{tmp_path / 'file'} is a file, not a folder; pass a folder"
     assert not any(r.exc_info for r in caplog.records if r.levelno >= logging.ERROR)  # no traceback
 
@@ -337,3 +337,10 @@ def test_results_files_follow_the_umask(tmp_path, umask):
     finally:
         os.umask(previous)
     assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_resume_with_other_data_is_refused(project, finished, monkeypatch, caplog):
+    (project / METRICS / "run_summary.json").unlink()  # as if killed before the end
+    (project / "data" / "train.txt").write_text("ACGTACGTAC\n" * 24)
+    assert cli(monkeypatch, project, *train_args(finished.base, "--resume")) == 2
+    assert "--resume: --data differ from what the run being resumed trained on" in caplog.text

@@ -137,6 +137,8 @@ def _decoded(path: Path, encoding: str) -> Iterator[tuple[int, str, int]]:
 
 def text_lines(path: Path, report: DataReport) -> Iterator[tuple[int, str]]:
     """(line number, text) of every non-blank line of a text file: UTF-8, or UTF-16/32 by byte-order mark."""
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a file; pass a file")
     if not path.is_file():
         raise DataError(f"data file {path} not found (pass the path of an existing file)")
     report.encoding = _encoding(path)
