@@ -87,6 +87,11 @@ class RunArgs:
     resume: bool = False
     overwrite: bool = False
 
+    def data_files(self) -> dict[str, Path | None]:
+        """What the run reads besides its base model, by command-line flag."""
+        return {"--data": self.data, "--eval-data": self.eval_data,
+                **{f"--{name}-data": path for name, path in self.extra_data.items()}}
+
     @classmethod
     def from_cli(cls, args) -> RunArgs:
         replay = getattr(args, "replay_data", None)
@@ -127,8 +132,7 @@ def changed_inputs(args: RunArgs) -> list[str]:
     if not recorded.is_file():
         return []
     params = json.loads(recorded.read_text())
-    now = {"--data": args.data, "--eval-data": args.eval_data,
-           **{f"--{name}-data": path for name, path in args.extra_data.items()}}
+    now = args.data_files()
     then = {"--data": params.get("data"), "--eval-data": params.get("eval_data"),
             **{f"--{name}-data": record for name, record in (params.get("extra_data") or {}).items()}}
     return [flag for flag in sorted(set(now) | set(then))
@@ -175,8 +179,8 @@ def checkpoint_state(checkpoint: Path) -> dict[str, Any] | None:
 
 def last_checkpoint(checkpoints: Path) -> Path | None:
     """The newest complete checkpoint: what --resume continues from."""
-    complete = [c for c in checkpoints.glob("checkpoint-*") if checkpoint_state(c)]
-    return max(complete, key=lambda c: checkpoint_state(c)["global_step"], default=None)
+    steps = {c: state["global_step"] for c in checkpoints.glob("checkpoint-*") if (state := checkpoint_state(c))}
+    return max(steps, key=steps.get, default=None)
 
 
 def set_aside_incomplete_checkpoints(checkpoints: Path) -> list[str]:
@@ -205,10 +209,8 @@ def reset_directories(args: RunArgs, run: Run) -> Path:
 
 def hold_directories(args: RunArgs) -> Run:
     """The run's two folders, locked and checked against what it reads (see omics.runs)."""
-    inputs = {"--base-model": args.base_model, "--data": args.data, "--eval-data": args.eval_data,
-              **{f"--{name}-data": path for name, path in args.extra_data.items()}}
-    return Run({"--output-dir": (args.output_dir, None), "--metrics-dir": (args.metrics_dir, None)}, inputs,
-               continue_pending=args.resume)
+    return Run({"--output-dir": (args.output_dir, None), "--metrics-dir": (args.metrics_dir, None)},
+               {"--base-model": args.base_model, **args.data_files()}, continue_pending=args.resume)
 
 
 def data_key(recipe: Recipe, path: Path, tokenizer, config: TrainConfig, extra: dict[str, Path]) -> str:

@@ -21,7 +21,7 @@ from transformers import TrainerCallback
 from omics import paths
 from omics.config import SYSTEM_PROMPT
 from omics.data.labels import task_warnings
-from omics.data.packing import file_sha256
+from omics.data.packing import file_sha256, model_fingerprint
 from omics.data.validate import DataReport, read_instructions
 from omics.device import default_batch_tokens, mixed_precision
 from omics.errors import UserError
@@ -36,7 +36,7 @@ from omics.evaluate.report import (
     write_text,
 )
 from omics.evaluate.scoring import _specs, parse_rows, reference_check, score_rows, training_summary
-from omics.evaluate.stream import PromptIds, ResultsLog, model_fingerprint, restart_point, resumed, stream_rows
+from omics.evaluate.stream import PromptIds, ResultsLog, restart_point, resumed, stream_rows
 from omics.evaluate.tasks import TaskSpec
 
 log = logging.getLogger("omics")

@@ -71,11 +71,6 @@ def stream_rows(
                     yield rows[start:ready]
 
 
-def model_fingerprint(model_dir: Path) -> dict[str, list[int]]:
-    """Size and modification time of each file of a model directory: changes when the weights do."""
-    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(Path(model_dir).iterdir()) if p.is_file()}
-
-
 class ResultsLog:
     """A .jsonl of result rows appended batch by batch, and the settings it was written with (sidecar).
 
