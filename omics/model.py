@@ -191,7 +191,8 @@ def _rows_forward(layer: TrainableTokensLayer, x: torch.Tensor, *args, **kwargs)
     out = torch.nn.functional.embedding(x, weight, base.padding_idx, base.max_norm, base.norm_type,
                                         base.scale_grad_by_freq, base.sparse)
     hit = x[..., None] == rows  # (..., trained rows): which trained row each token is, if any
-    out = torch.where(hit.any(-1, keepdim=True), delta[hit.int().argmax(-1)], out)
+    # one-hot matmul, not a gather: a gather's backward accumulates in thread order (not bit-reproducible)
+    out = torch.where(hit.any(-1, keepdim=True), hit.to(delta.dtype) @ delta, out)
     scale = layer._get_embed_scale()
     return out if scale is None else out * scale.to(out.dtype)
 
