@@ -16,9 +16,10 @@ import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from itertools import groupby
+from itertools import groupby, islice
 from typing import Any
 
+import numpy as np
 import pyarrow.compute as pc
 from datasets import Dataset
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -73,7 +74,7 @@ def dry_run(recipe: Recipe, args: RunArgs) -> dict[str, Any]:
                               config, args.extra_data)
     print(f"tokenised {tokenised[0]:,} examples" if tokenised[0] else "read from the cache (no tokenisation)")
     lengths = pc.list_flatten(blocks.data.column("lengths")).to_numpy()
-    figures = {"examples": [p.loss for p in previews], **packing(blocks, config)}
+    figures = {"previews": previews, **packing(blocks, config)}
     print(histogram(lengths, config.max_length))
     figures |= schedule(config, figures["blocks"], figures["real_tokens"])
     print(describe_schedule(figures, config))
@@ -90,22 +91,24 @@ def dry_run(recipe: Recipe, args: RunArgs) -> dict[str, Any]:
 
 def preview_examples(recipe: Recipe, args: RunArgs, tokenizer: PreTrainedTokenizerBase, config: TrainConfig
                      ) -> Iterator[Preview]:
-    """The first `args.dry_run` examples of the file, streamed: each as packed and collated for the trainer,
-    with what the data pipeline's shortening removed (compared with the same example unshortened)."""
-    report, extra = DataReport(str(args.data)), {k: str(v) for k, v in args.extra_data.items()}
-    fitted = recipe.examples(args.data, tokenizer, config, report, {"extra": extra})
-    # Stage 1 cuts long sequences into windows, never shortens: its examples have no unshortened twin
-    whole = recipe.examples(args.data, tokenizer, replace(config, max_length=UNSHORTENED),
-                            DataReport(str(args.data)), {"extra": extra}) if recipe.chat else None
+    """The first `args.dry_run` examples of the file, streamed: each as packed and collated for the trainer, and
+    for a shortened one, what was cut (against the same example unshortened, from a second stream opened then)."""
+    report, meta = DataReport(str(args.data)), {"extra": {k: str(v) for k, v in args.extra_data.items()}}
+    fitted = recipe.examples(args.data, tokenizer, config, report, meta)
+    whole, read = None, 0  # the unshortened stream, and how many of its examples were read
     collate = PackedCollator(tokenizer.pad_token_id)
     try:
-        for _ in range(args.dry_run):
+        for index in range(args.dry_run):
             notes = Counter(report.notes)
             if (example := next(fitted, None)) is None:
                 return
             labels = collate([next(pack([example], len(example[0])))])["labels"][0]
-            cuts = {} if whole is None else shortening(next(whole), example)
-            yield Preview(example[0], (labels != IGNORE).tolist(), sorted(report.notes - notes), cuts)
+            shortened, cuts = sorted(report.notes - notes), {}
+            if shortened and recipe.chat:  # Stage 1 cuts sequences into windows, it never shortens
+                whole = whole or recipe.examples(args.data, tokenizer, replace(config, max_length=UNSHORTENED),
+                                                 DataReport(str(args.data)), dict(meta))
+                cuts, read = shortening(next(islice(whole, index - read, None)), example), index + 1
+            yield Preview(example[0], (labels != IGNORE).tolist(), shortened, cuts)
     finally:
         fitted.close()
         if whole is not None:
@@ -161,11 +164,11 @@ def packing(blocks: Dataset, config: TrainConfig) -> dict[str, Any]:
             "packing_efficiency": real / (len(blocks) * config.max_length) if len(blocks) else 0.0}
 
 
-def histogram(lengths, max_length: int) -> str:
+def histogram(lengths: np.ndarray, max_length: int) -> str:
     """Examples per token-length bin (after shortening), as text bars."""
     width = math.ceil(max_length / HISTOGRAM_BINS)
-    counts = Counter(min(int(length - 1) // width, HISTOGRAM_BINS - 1) for length in lengths)
-    most = max(counts.values(), default=1)
+    counts = np.bincount(np.minimum((lengths - 1) // width, HISTOGRAM_BINS - 1), minlength=HISTOGRAM_BINS)
+    most = max(counts.max(initial=0), 1)
     rows = [f"\ntoken lengths of the {len(lengths):,} examples (after shortening; max_length {max_length:,}):"]
     for b in range(HISTOGRAM_BINS):
         bar = "█" * math.ceil(BAR_WIDTH * counts[b] / most)
