@@ -37,7 +37,6 @@ log = logging.getLogger("omics")
 UNSHORTENED = 10**9  # a max_length nothing exceeds: the example as it was before shortening
 LOSS_COLOUR, RESET = "\033[1;32m", "\033[0m"
 HISTOGRAM_BINS, BAR_WIDTH = 8, 40
-GIB = 2**30
 
 
 @dataclass
