@@ -51,6 +51,8 @@ def _train_parser(sub, stage: int) -> None:
     p.add_argument("--output-dir", type=Path, default=paths.model_dir(stage))
     p.add_argument("--metrics-dir", type=Path, default=paths.metrics_dir(stage))
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument("--dry-run", type=int, nargs="?", const=3, metavar="N", help="train nothing, write nothing: show "
+                   "N (default 3) examples as trained, the lengths, packing, steps, parameters and memory")
     _common(p)
 
 

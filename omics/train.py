@@ -86,6 +86,7 @@ class RunArgs:
     extra_data: dict[str, Path] = field(default_factory=dict)  # e.g. Stage 3's replay file
     resume: bool = False
     overwrite: bool = False
+    dry_run: int | None = None  # --dry-run N: show N examples and what the run would cost, train nothing
 
     def data_files(self) -> dict[str, Path | None]:
         """What the run reads besides its base model, by command-line flag."""
@@ -98,7 +99,7 @@ class RunArgs:
         return cls(data=args.data, eval_data=args.eval_data, base_model=args.base_model,
                    output_dir=args.output_dir, metrics_dir=args.metrics_dir, config=args.config,
                    overrides=args.overrides, extra_data={"replay": replay} if replay else {},
-                   resume=args.resume, overwrite=args.overwrite)
+                   resume=args.resume, overwrite=args.overwrite, dry_run=getattr(args, "dry_run", None))
 
 
 def versions() -> dict[str, str]:
@@ -357,6 +358,10 @@ def train_or_restore(trainer: OmicsTrainer, checkpoint: Path | None) -> TrainOut
 
 def train(recipe: Recipe, args: RunArgs) -> dict[str, Any]:
     """Run one stage's training end to end, its folders held throughout, and return its run summary."""
+    if args.dry_run is not None:  # read-only: no run folder is created, locked or checked
+        from omics.dryrun import dry_run
+
+        return dry_run(recipe, args)
     with hold_directories(args) as run:
         return _train(recipe, args, run)
 
