@@ -100,10 +100,10 @@ def run(args: Namespace) -> int:
     from omics.device import default_batch_tokens, has_package
     from omics.evaluate.generate import make_backend
     from omics.evaluate.parse import extract_answer, parse_prediction
-    from omics.evaluate.report import ensure_writable
     from omics.evaluate.run import training_config, training_summary
     from omics.evaluate.stream import PromptIds, ResultsLog, restart_point, resumed, stream_rows
     from omics.evaluate.tasks import build_task_specs
+    from omics.io import ensure_writable
     from omics.model import require_model_dir
 
     if args.out.suffix not in SUFFIXES:
