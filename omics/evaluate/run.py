@@ -119,7 +119,7 @@ def answer_row(record: dict, generation: Generation, specs: dict[str, TaskSpec],
     row = {"task": record["task"], "input": record["input"], "label": record["label"], "generated": generation.text,
            "output": record.get("output", "")}
     parse_rows([row], specs, reasoning)
-    if spec.type in ("binary", "multiclass"):
+    if spec.task_type.reads_probability:
         row["probability"] = true_class_probability(generation, spec, normalize_label(record["label"], spec),
                                                     row["prediction"], tokenizer, answer_tag=reasoning)
     return row
