@@ -12,14 +12,23 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from omics.answers import binary_mapping, is_valid_number
 
-if TYPE_CHECKING:  # the task types call these scores with their spec
-    from omics.tasktypes import TaskSpec
+
+class ScoredTask(Protocol):
+    """What scoring reads of a task (omics.tasktypes.TaskSpec has it all)."""
+
+    task: str
+    type: str
+    paper_metric: str
+    keys: list[str]
+    classes: list[str]
+    label_range: tuple[float, float] | dict[str, tuple[float, float]] | None
+    threshold: float | None
 
 COLLAPSE_PRED_SHARE = 0.95  # one predicted class above this share of all predictions …
 BALANCED_LABEL_SHARE = 0.70  # … while no label class is above this share → collapse warning
@@ -153,7 +162,7 @@ def _regression_collapse(y: np.ndarray, p: np.ndarray) -> list[str]:
     return []
 
 
-def score_regression(spec: TaskSpec, labels: list, predictions: list, multi: bool) -> dict[str, Any]:
+def score_regression(spec: ScoredTask, labels: list, predictions: list, multi: bool) -> dict[str, Any]:
     """One output, or (`multi`) one per spec.keys, each with its paper metric averaged over the outputs."""
     keys: list[Any] = list(spec.keys) if multi else [None]
 
@@ -237,7 +246,7 @@ def _true_class_probability(
     return p, "model"
 
 
-def _binary_names(spec: TaskSpec) -> dict[bool, str]:
+def _binary_names(spec: ScoredTask) -> dict[bool, str]:
     """Display names of the two binary classes: the task's own spellings where it has them."""
     names = {False: "negative", True: "positive"}
     mapping = binary_mapping(spec.classes) or {}
@@ -248,7 +257,7 @@ def _binary_names(spec: TaskSpec) -> dict[bool, str]:
 
 
 def score_single_label(
-    spec: TaskSpec, labels: list, predictions: list, probabilities: list[float] | None, binary: bool
+    spec: ScoredTask, labels: list, predictions: list, probabilities: list[float] | None, binary: bool
 ) -> dict[str, Any]:
     """One class per sample: bool for a `binary` task (an invalid answer counts as the opposite class), else a
     class name (an invalid answer is a class of its own in the confusion matrix)."""
@@ -319,7 +328,7 @@ def _binary_score_auc(tp: int, n_pred: int, n_true: int, n: int) -> float:
 
 
 def score_multilabel(
-    spec: TaskSpec, labels: list, predictions: list, probabilities: list[float] | None
+    spec: ScoredTask, labels: list, predictions: list, probabilities: list[float] | None
 ) -> dict[str, Any]:
     valid = np.array(
         [isinstance(p, list | tuple | set) and all(isinstance(x, str) for x in p) for p in predictions],
