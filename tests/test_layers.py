@@ -4,6 +4,7 @@ source with ast (nothing is imported), function-level and TYPE_CHECKING imports 
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,7 @@ def layer_of(module: str) -> int:
     raise KeyError(f"{module} is in no layer: add it to LAYERS in tests/test_layers.py")
 
 
+@functools.cache  # one parse of the tree for all tests
 def module_imports(root: Path) -> dict[str, set[str]]:
     """omics module → the omics modules it imports (`from omics import paths` counts as omics.paths)."""
     modules = {".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p
@@ -75,12 +77,15 @@ def test_data_never_imports_evaluate() -> None:
 
 def test_an_upward_import_is_caught(tmp_path: Path) -> None:
     """The checker itself: a lazy import from data/ into evaluate/, and a module no layer declares."""
-    for name, text in {"omics/__init__.py": "", "omics/data/__init__.py": "", "omics/evaluate/__init__.py": "",
-                       "omics/evaluate/parse.py": "", "omics/data/labels.py": "def f():\n    from omics.evaluate "
-                       "import parse\n"}.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    assert upward_imports(tmp_path) == ["omics.data.labels (data) -> omics.evaluate.parse (evaluate)"]
-    (tmp_path / "omics/stray.py").write_text("")
+    def tree(root: Path, files: dict[str, str]) -> Path:
+        for name, text in {"omics/__init__.py": "", **files}.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(text)
+        return root
+
+    upward = tree(tmp_path / "upward", {"omics/data/__init__.py": "", "omics/evaluate/__init__.py": "",
+                                        "omics/evaluate/parse.py": "",
+                                        "omics/data/labels.py": "def f():\n    from omics.evaluate import parse\n"})
+    assert upward_imports(upward) == ["omics.data.labels (data) -> omics.evaluate.parse (evaluate)"]
     with pytest.raises(KeyError, match="omics.stray is in no layer"):
-        upward_imports(tmp_path)
+        upward_imports(tree(tmp_path / "stray", {"omics/stray.py": ""}))
