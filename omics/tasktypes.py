@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -111,7 +112,7 @@ def _label_float(label: Any, spec: TaskSpec) -> float:
     return value
 
 
-class TaskType:
+class TaskType(ABC):
     """What every task type answers; each subclass below is one type. `kinds` are the label kinds it accepts."""
 
     name: str
@@ -136,27 +137,29 @@ class TaskType:
             raise UserError(f"task {s.task}: {self.name} family but labels are of kinds {sorted(s.kinds)}")
         return self
 
+    @abstractmethod
     def describe(self, s: LabelSummary, family: str | None) -> dict[str, Any]:
         """The TaskSpec fields that come from the labels: keys, classes, label range, class words."""
-        return {}
 
+    @abstractmethod
     def baseline(self, s: LabelSummary, spec_fields: dict[str, Any], family: str | None) -> Any:
         """The constant predictor of §4 in normalized form; None when these labels do not give one."""
-        return None
 
+    @abstractmethod
     def normalize(self, label: Any, spec: TaskSpec) -> Any:
         """A data label in the representation `parse` returns for the same task."""
-        raise NotImplementedError
 
+    @abstractmethod
     def is_normalized(self, label: Any, spec: TaskSpec) -> bool:
-        raise NotImplementedError
+        """Is this label already in `normalize`'s representation (what scoring requires)?"""
 
+    @abstractmethod
     def parse(self, text: str, spec: TaskSpec) -> Any:
         """The prediction in `text`, or None when it cannot be read as one (invalid)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def score(self, spec: TaskSpec, labels: list, predictions: list, probabilities: list[float] | None) -> dict:
-        raise NotImplementedError
+        """The type's own scores of the task (paper metric, Mixed Score, diagnostics), see omics.scores."""
 
     def class_words(self, spec: TaskSpec) -> dict[str, object]:
         """Class spelling, as in the data → the prediction value it stands for (for reading p(true class))."""
