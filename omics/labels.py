@@ -75,7 +75,7 @@ def _add_counts(into: dict[str, int], other: dict[str, int]) -> None:
 
 
 # Kinds that may share a task: scalars (binary labels written as bools, words or 0/1), objects, lists
-# with comma-joined strings. Finer checks (do the words have a polarity?) happen in build_task_specs.
+# with comma-joined strings. Finer checks (do the words have a polarity?) happen in omics.tasktypes.recognise.
 _COMPATIBLE = ({"number", "bool", "string"}, {"dict"}, {"list", "string"})
 
 
