@@ -33,7 +33,6 @@ _NEGATIVE = re.compile(
 )
 _POSITIVE = re.compile(r"\b(?:yes|positive|true|present|is associated|are associated|soluble)\b", re.I)
 
-
 POSITIVE_WORDS = frozenset({"true", "yes", "positive", "1", "1.0"})
 NEGATIVE_WORDS = frozenset({"false", "no", "negative", "0", "0.0"})
 _NEGATING_PREFIXES = ("non-", "non", "not ", "not-", "un", "in", "dis")
