@@ -27,7 +27,7 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager, nullco
 from pathlib import Path
 
 from omics.errors import UserError
-from omics.evaluate.report import ensure_writable, write_json
+from omics.io import ensure_writable, write_json
 
 log = logging.getLogger("omics")
 MANIFEST = ".omics-manifest.json"

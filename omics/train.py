@@ -38,7 +38,7 @@ from omics.data.packing import (
 from omics.data.validate import DataReport
 from omics.device import describe, liger_available, model_dtype, use_cuda
 from omics.errors import UserError
-from omics.evaluate.report import write_json
+from omics.io import write_json
 from omics.loss import MergeCheck, answer_only_loss
 from omics.model import (
     count_parameters,

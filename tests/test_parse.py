@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from omics.evaluate.parse import (
-    extract_answer,
-    has_wellformed_reasoning,
-    normalize_label,
-    parse_number,
-    parse_numbers,
-    parse_prediction,
-)
+from omics.answers import extract_answer, has_wellformed_reasoning, parse_number, parse_numbers
+from omics.evaluate.parse import normalize_label, parse_prediction
 from omics.evaluate.tasks import TaskSpec
 
 

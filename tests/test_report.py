@@ -13,12 +13,12 @@ from omics.evaluate.report import (
     PREDICTION_FIELDS,
     compare,
     compare_files,
-    ensure_writable,
     format_table,
     read_predictions,
     write_metrics,
     write_predictions,
 )
+from omics.io import ensure_writable
 
 RESULTS = {
     "emp-gcrich": {

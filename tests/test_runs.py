@@ -18,7 +18,7 @@ from helpers import cli
 
 from omics.data.packing import file_sha256
 from omics.errors import UserError, os_error_line
-from omics.evaluate.report import write_json
+from omics.io import write_json
 from omics.model import require_model_dir
 from omics.runs import COMMITTED, MANIFEST, Lock, Run
 

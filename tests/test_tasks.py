@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from omics.evaluate.tasks import TaskSpec, build_task_specs, family_of, summarize_records
+from omics.evaluate.tasks import TaskSpec, build_task_specs, family_of
+from omics.labels import summarize_records
 
 
 def rec(task: str, label, text: str = "") -> dict:

@@ -9,7 +9,8 @@ from omics.errors import UserError
 
 
 def run(args: Namespace) -> dict:
-    from omics.evaluate.report import compare_files, write_text
+    from omics.evaluate.report import compare_files
+    from omics.io import write_text
 
     stages = args.stages or [s for s in (1, 2, 3) if (args.metrics_root / f"stage{s}" / "metrics.json").is_file()]
     found = {f"stage{s}": args.metrics_root / f"stage{s}" / "metrics.json" for s in stages}

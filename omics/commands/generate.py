@@ -95,15 +95,16 @@ def write_rows(path: Path, rows: Rows) -> None:
 
 
 def run(args: Namespace) -> int:
+    from omics.answers import extract_answer
     from omics.config import SYSTEM_PROMPT
     from omics.data.packing import file_sha256, model_fingerprint
     from omics.device import default_batch_tokens, has_package
     from omics.evaluate.generate import make_backend
-    from omics.evaluate.parse import extract_answer, parse_prediction
-    from omics.evaluate.report import ensure_writable
+    from omics.evaluate.parse import parse_prediction
     from omics.evaluate.run import training_config, training_summary
     from omics.evaluate.stream import PromptIds, ResultsLog, restart_point, resumed, stream_rows
     from omics.evaluate.tasks import build_task_specs
+    from omics.io import ensure_writable
     from omics.model import require_model_dir
 
     if args.out.suffix not in SUFFIXES:

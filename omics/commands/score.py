@@ -7,8 +7,8 @@ from argparse import Namespace
 
 
 def run(args: Namespace) -> dict:
-    from omics.evaluate.report import ensure_writable
     from omics.evaluate.scoring import rescore
+    from omics.io import ensure_writable
 
     if args.out is not None:
         ensure_writable(args.out / "metrics.json", args.overwrite)

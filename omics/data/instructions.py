@@ -20,12 +20,12 @@ from typing import TypeVar
 
 from transformers import PreTrainedTokenizerBase
 
+from omics.answers import has_wellformed_reasoning
 from omics.config import TrainConfig
 from omics.data.labels import consistent_labels, label_kinds_kept, task_warnings
 from omics.data.packing import IGNORE, Example
 from omics.data.validate import DataError, DataReport, read_instructions
-from omics.evaluate.parse import has_wellformed_reasoning
-from omics.evaluate.tasks import LabelSummary
+from omics.labels import LabelSummary
 from omics.model import end_of_turn_id
 from omics.sequences import TAG_PATTERN
 

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from omics.config import TrainConfig
 from omics.data.validate import DataError, DataReport, read_instructions
-from omics.evaluate.tasks import LabelSummary, _label_kind, build_task_specs
+from omics.families import known_family
+from omics.labels import LabelSummary, label_kind
+from omics.tasktypes import recognise
 
 # Fewer training examples than this and a task's score says little: the model saw it a handful of times, and
 # the label range its Mixed Score is rescaled by spans on average only (n-1)/(n+1) of the label distribution
@@ -27,7 +29,7 @@ KIND_NAMES = {"number": "numeric", "bool": "true/false", "string": "text", "list
 def _makes_a_task(task: str, parts: Sequence[LabelSummary]) -> str | None:
     """None when these labels make one task type for the evaluator, else why not."""
     try:
-        build_task_specs({task: functools.reduce(LabelSummary.merge, parts).to_dict()})
+        recognise(functools.reduce(LabelSummary.merge, parts), known_family(task))
     except ValueError as err:
         return str(err)
     return None
@@ -41,7 +43,7 @@ def label_kinds_kept(records: Iterable[dict]) -> tuple[dict[str, tuple[str, ...]
     among numbers, a number among class names). One streaming pass, memory O(tasks x classes)."""
     by_kind: dict[str, dict[str, LabelSummary]] = defaultdict(dict)
     for record in records:
-        summary = by_kind[record["task"]].setdefault(_label_kind(record["label"]), LabelSummary(record["task"]))
+        summary = by_kind[record["task"]].setdefault(label_kind(record["label"]), LabelSummary(record["task"]))
         with contextlib.suppress(ValueError):  # object keys unlike the first label's: refused line by line later
             summary.add(record["label"], record["input"], record.get("output", ""))
     kept, unusable = {}, {}
@@ -59,7 +61,7 @@ def consistent_labels(records: Iterable[dict], kept: dict[str, tuple[str, ...]],
     """The records whose label fits their task's other labels, counted into `summaries`; the others are
     reported with their line numbers (with on_bad_line=stop, the first one refuses the file)."""
     for record in records:
-        task, kind = record["task"], _label_kind(record["label"])
+        task, kind = record["task"], label_kind(record["label"])
         problem = None
         if kind not in kept[task]:
             others = "/".join(KIND_NAMES[k] for k in kept[task])

@@ -16,17 +16,7 @@ from itertools import accumulate
 from transformers import PreTrainedTokenizerBase
 
 from omics.evaluate.generate import Generation
-from omics.evaluate.tasks import TaskSpec, binary_mapping
-
-
-def class_words(spec: TaskSpec) -> dict[str, object]:
-    """Class spelling, as in the data → the prediction value it stands for (bool for binary, name otherwise)."""
-    if spec.type == "binary":
-        return {word: value for word, value in (binary_mapping(spec.classes) or {}).items()
-                if re.fullmatch(r"[A-Za-z][A-Za-z-]*", word)}
-    if spec.type == "multiclass":
-        return {name: name for name in spec.classes}
-    return {}
+from omics.tasktypes import TaskSpec
 
 
 def true_class_probability(
@@ -42,7 +32,7 @@ def true_class_probability(
     starts inside a token, when the wording decided otherwise ("not positive"), or when a wrong class shares
     its first token with the true one (the difference comes later: this token cannot tell them apart).
     """
-    words = class_words(spec)
+    words = spec.task_type.class_words(spec)
     if not words or prediction is None or not generation.top_logprobs:
         return None
     pieces = [tokenizer.decode([token]) for token in generation.token_ids]

@@ -7,56 +7,24 @@ so Stage 1's perplexity results go through the same writer under other file name
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from omics.errors import UserError
 from omics.evaluate.tasks import FAMILIES, PAPER_COLUMNS, PAPER_RESULTS
+from omics.io import atomic_open, write_json, write_text
 
 PREDICTION_FIELDS = ("task", "input", "label", "prediction", "generated", "valid", "format_ok")
 MISSING = "—"
 RED_FLAG = "⛔"
 
 
-def ensure_writable(path: Path, overwrite: bool) -> None:
-    """Refuse to replace earlier results (a non-empty file or folder) unless the user asked for it."""
-    path = Path(path)
-    occupied = (path.is_file() and path.stat().st_size > 0) or (path.is_dir() and any(path.iterdir()))
-    if occupied and not overwrite:
-        raise UserError(f"{path} already exists and is not empty; pass --overwrite to replace it.")
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # reading the umask means setting it: put it straight back
-    os.umask(mask)
-    return mask
-
-
-@contextmanager
-def _atomic_open(path: Path) -> Iterator[TextIO]:
-    """Write beside the target, then rename: a crash never leaves a half-written results file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results get a normal file's permissions
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_predictions(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
     """One JSON line per example; a field the row lacks (`input` in the paper's format, `format_ok` outside
     Stage 3) is None; extra keys are kept after."""
-    with _atomic_open(path) as f:
+    with atomic_open(path) as f:
         for row in rows:
             record = {key: row.get(key) for key in PREDICTION_FIELDS}
             record.update((k, v) for k, v in row.items() if k not in record)
@@ -91,16 +59,6 @@ def _scalars(values: dict[str, Any], prefix: str) -> Iterator[tuple[str, float]]
             yield tag, float(value)
         elif isinstance(value, dict):
             yield from _scalars(value, tag)
-
-
-def write_text(path: Path, text: str) -> None:
-    with _atomic_open(path) as f:
-        f.write(text)
-
-
-def write_json(path: Path, document: dict[str, Any]) -> None:
-    with _atomic_open(path) as f:
-        f.write(json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def log_scalars(metrics_dir: Path, groups: dict[str, dict[str, Any]], *, tag: str, step: int = 0) -> None:

@@ -28,16 +28,11 @@ from omics.errors import UserError
 from omics.evaluate.confidence import true_class_probability
 from omics.evaluate.generate import Backend, Generation
 from omics.evaluate.parse import normalize_label
-from omics.evaluate.report import (
-    compare_files,
-    ensure_writable,
-    format_table,
-    write_metrics,
-    write_text,
-)
+from omics.evaluate.report import compare_files, format_table, write_metrics
 from omics.evaluate.scoring import _specs, parse_rows, reference_check, score_rows, training_summary
 from omics.evaluate.stream import PromptIds, ResultsLog, restart_point, resumed, stream_rows
 from omics.evaluate.tasks import TaskSpec
+from omics.io import ensure_writable, write_text
 
 log = logging.getLogger("omics")
 
@@ -124,7 +119,7 @@ def answer_row(record: dict, generation: Generation, specs: dict[str, TaskSpec],
     row = {"task": record["task"], "input": record["input"], "label": record["label"], "generated": generation.text,
            "output": record.get("output", "")}
     parse_rows([row], specs, reasoning)
-    if spec.type in ("binary", "multiclass"):
+    if spec.task_type.reads_probability:
         row["probability"] = true_class_probability(generation, spec, normalize_label(record["label"], spec),
                                                     row["prediction"], tokenizer, answer_tag=reasoning)
     return row

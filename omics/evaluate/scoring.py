@@ -14,13 +14,16 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from omics.answers import extract_answer
 from omics.data.labels import training_label_summary
 from omics.data.validate import DataReport, text_lines
 from omics.errors import UserError
 from omics.evaluate.metrics import baseline_scores, paper_table, score_task, summarize_overall
-from omics.evaluate.parse import extract_answer, normalize_label, parse_prediction
+from omics.evaluate.parse import normalize_label, parse_prediction
 from omics.evaluate.report import format_table, write_metrics, write_predictions
-from omics.evaluate.tasks import TaskSpec, build_task_specs, summarize_records
+from omics.evaluate.tasks import build_task_specs
+from omics.labels import summarize_records
+from omics.tasktypes import TaskSpec
 
 PAPER_OUTPUT_FIELDS = ("model_output", "result")  # the paper evaluator's name for the answer, and its alias
 REFERENCE_EXAMPLES = 3  # reference answers named when they do not parse back
@@ -118,7 +121,7 @@ def score_rows(rows: list[dict], specs: dict[str, TaskSpec], reasoning: bool) ->
             probabilities = [p if p is not None else float(pred == label)
                              for p, pred, label in zip(read, predictions, labels, strict=True)]
         result = score_task(spec, labels, predictions, probabilities)
-        if spec.type in ("binary", "multiclass"):
+        if spec.task_type.reads_probability:
             result["model_probability_share"] = round(sum(p is not None for p in read) / len(read), 4)
         if reasoning:
             result["format_compliance"] = round(100 * sum(bool(r["format_ok"]) for r in task_rows) / len(task_rows), 2)

@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase
 from omics.data.instructions import PromptEncoder, fit_prompt
 from omics.errors import UserError
 from omics.evaluate.generate import Backend, Generation
-from omics.evaluate.report import write_json
+from omics.io import write_json
 
 T = TypeVar("T")
 SORT_WINDOW = 2048  # prompts length-sorted together; batches never span windows, so a resume redoes at most one

@@ -15,7 +15,8 @@ def run(args: Namespace) -> dict:
     from omics.config import load_config
     from omics.data.packing import cache_key, file_sha256, model_fingerprint
     from omics.evaluate.likelihood import format_likelihood_table, sequence_likelihood
-    from omics.evaluate.report import ensure_writable, log_scalars, write_json, write_text
+    from omics.evaluate.report import log_scalars
+    from omics.io import ensure_writable, write_json, write_text
     from omics.model import require_model_dir
 
     out = args.metrics_dir / "likelihood.json"
