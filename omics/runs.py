@@ -41,7 +41,7 @@ KNOWN = (
     "checkpoints", ".staging", "parameters.json", "data_report.json", "run_summary.json", "tensorboard",
     "metrics.json", "metrics.md", "predictions.jsonl", "predictions.settings.json", "comparison.md",
     "likelihood.json", "likelihood.md",
-    "likelihood_base_cache.json", ".*.tmp", "base-model", "models", "metrics",
+    "likelihood_base_cache.json", "omics_model.json", ".*.tmp", "base-model", "models", "metrics",
 )
 SHOWN = 3  # foreign files named in a refusal
 # a model's own files: in a folder without a manifest they are never omics' (a downloaded base model looks
