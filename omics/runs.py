@@ -28,6 +28,7 @@ from pathlib import Path
 
 from omics.errors import UserError
 from omics.evaluate.report import ensure_writable, write_json
+from omics.stages import STAGES
 
 log = logging.getLogger("omics")
 MANIFEST = ".omics-manifest.json"
@@ -369,15 +370,15 @@ def hold_demo(workdir: Path, overwrite: bool) -> Iterator[Run]:
 
 def hold_command(args: Namespace) -> AbstractContextManager:
     """What the command `args` writes, held while it runs (training holds its own folders: see train.py)."""
-    if args.command.startswith("stage") and args.action == "evaluate":
+    if args.command in STAGES and args.action == "evaluate":
         inputs = {"--model": args.model, "--data": args.data, "--train-data": getattr(args, "train_data", None),
                   "--base-model": getattr(args, "base_model", None)}
-        names = LIKELIHOOD_FILES if args.command == "stage1" else EVALUATION_FILES
+        names = LIKELIHOOD_FILES if STAGES[args.command].evaluation == "likelihood" else EVALUATION_FILES
         return hold_results("--metrics-dir", args.metrics_dir, names, args.overwrite, inputs,
                             getattr(args, "resume", False))
     if args.command == "score" and args.out is not None:
         return hold_results("--out", args.out, SCORE_FILES, args.overwrite,
-                            {"--predictions": args.predictions, "--train-data": args.train_data})
+                            {"--predictions": args.predictions, "--train-data": args.train_data, "--model": args.model})
     if args.command == "generate":
         return hold_output_file(args.out, {"--model": args.model, "--data": args.data,
                                            "--train-data": args.train_data})
