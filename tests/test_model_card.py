@@ -31,9 +31,9 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def evaluate(mp: pytest.MonkeyPatch, root: Path, model: str, metrics: str, *extra: str) -> int:
-    return cli(mp, root, "stage2", "evaluate", "--data", "test.jsonl", "--model", model, "--metrics-dir", metrics,
-               *EVAL, *extra)
+def evaluate(mp: pytest.MonkeyPatch, root: Path, model: str, metrics: str, *extra: str, data: str = "test.jsonl"):
+    return cli(mp, root, "stage2", "evaluate", "--data", data, "--model", model, "--metrics-dir", metrics, *EVAL,
+               *extra)
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +129,10 @@ def test_train_data_overrides_the_card(trained, monkeypatch):
 def test_folder_without_card_uses_defaults(trained, tmp_path, monkeypatch, caplog):
     old = Path(shutil.copytree(trained.copied, tmp_path / "old-model"))
     (old / CARD).unlink()
+    short = tmp_path / "short.jsonl"
+    short.write_text("\n".join(head("stage2_test.jsonl", 2)) + "\n", encoding="utf-8")
     with caplog.at_level(logging.INFO, logger="omics"):
-        assert evaluate(monkeypatch, trained.root, str(old), str(tmp_path / "m")) == 0
+        assert evaluate(monkeypatch, trained.root, str(old), str(tmp_path / "m"), data=str(short)) == 0
     assert f"has no {CARD}" in caplog.text
     settings = read_json(tmp_path / "m/predictions.settings.json")
     assert settings["system_prompt"] == SYSTEM_PROMPT and settings["max_length"] is None
