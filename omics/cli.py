@@ -17,6 +17,7 @@ from pathlib import Path
 from omics import paths
 from omics.device import DTYPES, optional_features, pin_one_gpu
 from omics.errors import UserError, os_error_line
+from omics.stages import STAGES, Stage, registered
 
 log = logging.getLogger("omics")
 BATCH_TOKENS_HELP = "tokens (prompt + answer) per batch; default 65536 on a GPU, 8192 on CPU; lower it on OOM"
@@ -38,36 +39,37 @@ def _streaming(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from the rows written")
 
 
-def _train_parser(sub, stage: int) -> None:
-    p = sub.add_parser("train", help=f"train Stage {stage}")
+def _train_parser(sub, stage: Stage) -> None:
+    p = sub.add_parser("train", help=f"train Stage {stage.number} ({stage.summary})")
     p.add_argument("--data", type=Path, required=True, help="training file")
     p.add_argument("--eval-data", type=Path, help="held-out file for periodic evaluation loss")
-    if stage == 3:
-        p.add_argument("--replay-data", type=Path, help="Stage 2 examples mixed back in against forgetting")
-    p.add_argument("--config", type=Path, default=paths.default_config(stage))
+    for extra in stage.extra_data:
+        p.add_argument(f"--{extra.name}-data", type=Path, help=extra.help)
+    p.add_argument("--config", type=Path, default=stage.config)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable), e.g. --set learning_rate=5e-5")
-    p.add_argument("--base-model", type=Path, default=paths.default_base_model(stage))
-    p.add_argument("--output-dir", type=Path, default=paths.model_dir(stage))
-    p.add_argument("--metrics-dir", type=Path, default=paths.metrics_dir(stage))
+    p.add_argument("--base-model", type=Path, default=stage.starts_from)
+    p.add_argument("--output-dir", type=Path, default=stage.model_dir)
+    p.add_argument("--metrics-dir", type=Path, default=stage.metrics_dir)
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     p.add_argument("--dry-run", type=int, nargs="?", const=3, metavar="N", help="train nothing, write nothing: show "
                    "N (default 3) examples as trained, the lengths, packing, steps, parameters and memory")
     _common(p)
 
 
-def _evaluate_parser(sub, stage: int) -> None:
-    p = sub.add_parser("evaluate", help=f"evaluate the Stage {stage} model")
+def _evaluate_parser(sub, stage: Stage) -> None:
+    p = sub.add_parser("evaluate", help=f"evaluate the Stage {stage.number} model")
     p.add_argument("--data", type=Path, required=True, help="held-out / test file")
-    p.add_argument("--model", type=Path, default=paths.model_dir(stage))
-    p.add_argument("--metrics-dir", type=Path, default=paths.metrics_dir(stage))
+    p.add_argument("--model", type=Path, default=stage.model_dir)
+    p.add_argument("--metrics-dir", type=Path, default=stage.metrics_dir)
     p.add_argument("--batch-tokens", type=int, help=BATCH_TOKENS_HELP)
-    if stage == 1:
+    if stage.evaluation == "likelihood":
         p.add_argument("--base-model", type=Path, help="model to compare with (default: the one trained from)")
     else:
-        p.add_argument("--train-data", type=Path, help="training file: label ranges and class names")
+        p.add_argument("--train-data", type=Path,
+                       help="training file: label ranges and class names (default: the model's omics_model.json)")
         p.add_argument("--max-samples", type=int, help="evaluate at most N examples per task")
-        p.add_argument("--max-new-tokens", type=int, default=64 if stage == 2 else 512)
+        p.add_argument("--max-new-tokens", type=int, default=stage.max_new_tokens)
         p.add_argument("--backend", choices=["auto", "hf", "vllm"], default="auto")
         _streaming(p)
     _dtype(p)
@@ -80,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("--debug", action="store_true", help="show the traceback of every error, not one line")
     commands = parser.add_subparsers(dest="command", required=True)
-    for stage in (1, 2, 3):
-        stage_parser = commands.add_parser(f"stage{stage}", help=f"Stage {stage} train / evaluate")
+    for name, stage in registered().items():
+        stage_parser = commands.add_parser(name, help=f"Stage {stage.number} train / evaluate: {stage.summary}")
         sub = stage_parser.add_subparsers(dest="action", required=True)
         _train_parser(sub, stage)
         _evaluate_parser(sub, stage)
@@ -89,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--predictions", type=Path, required=True,
                        help="our predictions.jsonl, or the paper evaluator's .jsonl (task, label, model_output|result)")
     score.add_argument("--train-data", type=Path, help="training file: ranges, class and EC vocabularies, baselines")
+    score.add_argument("--model", type=Path,
+                       help="model folder whose omics_model.json gives the training label summary (no model loaded)")
     score.add_argument("--out", type=Path, help="directory for metrics.json/metrics.md (default: print only)")
     score.add_argument("--overwrite", action="store_true", help="replace results in --out")
     compare = commands.add_parser("compare", help="per-task deltas between evaluated stages")
@@ -107,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(generate)
     chat = commands.add_parser("chat", help="interactive session with a trained model (streams tokens)")
     chat.add_argument("--model", type=Path, default=paths.model_dir(2))
-    chat.add_argument("--system", help="system prompt (default: the paper's)")
+    chat.add_argument("--system", help="system prompt (default: the one the model was trained with)")
     chat.add_argument("--max-new-tokens", type=int, default=512)
     chat.add_argument("--gpu", type=int, default=0, help="index of the one GPU to use (default 0)")
     _dtype(chat)
@@ -162,6 +166,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def evaluate(stage: Stage, args: argparse.Namespace) -> dict:
+    """`omics stageN evaluate`: the likelihood of held-out sequences, or generated answers scored."""
+    if stage.evaluation == "likelihood":
+        from omics.stage1.evaluate import run  # the likelihood evaluation, any raw-sequence stage's
+
+        return run(args)
+    from omics.evaluate.run import evaluate_generation
+
+    return evaluate_generation(stage, args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -174,13 +189,18 @@ def main(argv: list[str] | None = None) -> int:
             log.info("%s", optional_features())
         from omics.runs import hold_command  # one process per run folder, only omics' files replaced
 
-        with hold_command(args):
-            if args.command.startswith("stage") and args.action == "train":
-                from omics.train import RunArgs, train  # each stage only states its recipe
+        with hold_command(args, STAGES[args.command].evaluation if args.command in STAGES else None):
+            if args.command in STAGES and args.action == "train" and args.dry_run is not None:
+                from omics.dryrun import dry_run  # read-only: no run folder is created, locked or checked
+                from omics.train import RunArgs
 
-                train(importlib.import_module(f"omics.{args.command}.train").recipe(), RunArgs.from_cli(args))
-            elif args.command.startswith("stage"):
-                importlib.import_module(f"omics.{args.command}.evaluate").run(args)
+                dry_run(STAGES[args.command], RunArgs.from_cli(args, STAGES[args.command]))
+            elif args.command in STAGES and args.action == "train":
+                from omics.train import RunArgs, train  # each stage only states what differs
+
+                train(STAGES[args.command], RunArgs.from_cli(args, STAGES[args.command]))
+            elif args.command in STAGES:
+                evaluate(STAGES[args.command], args)
             elif args.command == "bench":
                 importlib.import_module(f"omics.bench.{args.kind.replace('-', '_')}").run(args)
             else:

@@ -31,7 +31,8 @@ from omics.data.packing import IGNORE, PackedCollator, pack
 from omics.data.validate import DataReport
 from omics.device import model_dtype
 from omics.model import load_tokenizer, require_model_dir
-from omics.train import ExampleBuilder, Recipe, RunArgs, build_dataset, check_precision, choose_max_length
+from omics.stages import ExampleBuilder, Stage
+from omics.train import RunArgs, build_dataset, check_precision, choose_max_length
 
 log = logging.getLogger("omics")
 UNSHORTENED = 10**9  # a max_length nothing exceeds: the example as it was before shortening
@@ -49,27 +50,27 @@ class Preview:
     cuts: dict[str, str]  # "prompt"/"answer" → how many tokens were removed, and from where
 
 
-def dry_run(recipe: Recipe, args: RunArgs) -> dict[str, Any]:
+def dry_run(stage: Stage, args: RunArgs) -> dict[str, Any]:
     """Print a few examples as trained, the data's lengths and packing, the steps, trainable parameters and
     memory; return the figures. Reads the base model's tokenizer and config.json only."""
     config = load_config(args.config, args.overrides)
     check_precision(config)
-    base = require_model_dir(args.base_model, recipe.missing_base_hint)
-    tokenizer = load_tokenizer(base, chat=recipe.chat)
-    print(f"dry run of stage{recipe.stage} train: nothing is trained, nothing written into {args.output_dir} "
+    base = require_model_dir(args.base_model, stage.missing_base_hint)
+    tokenizer = load_tokenizer(base, chat=stage.chat)
+    print(f"dry run of stage{stage.number} train: nothing is trained, nothing written into {args.output_dir} "
           f"or {args.metrics_dir}")
     if config.max_length == 0:
-        config.max_length = choose_max_length(recipe, args, tokenizer, config)
-    previews = list(preview_examples(recipe, args, tokenizer, config))
+        config.max_length = choose_max_length(stage, args, tokenizer, config)
+    previews = list(preview_examples(stage, args, tokenizer, config))
     colour = sys.stdout.isatty()
     legend = "loss-bearing tokens in green" if colour else "loss-bearing tokens in [[...]]"
     print(f"\n== the first {len(previews)} examples as the model sees them ({legend}) ==")
     for number, preview in enumerate(previews, 1):
-        print(describe_preview(number, preview, recipe.chat))
+        print(describe_preview(number, preview, stage.chat))
         print(render(tokenizer, preview, colour))
     print("\n== the whole file: one tokenisation pass, unless cached (cached for the real run) ==", flush=True)
     tokenised = [0]
-    blocks, _ = build_dataset(replace(recipe, examples=counted(recipe.examples, tokenised)), args.data, tokenizer,
+    blocks, _ = build_dataset(replace(stage, examples=counted(stage.examples, tokenised)), args.data, tokenizer,
                               config, args.extra_data)
     print(f"tokenised {tokenised[0]:,} examples" if tokenised[0] else "read from the cache (no tokenisation)")
     lengths = pc.list_flatten(blocks.data.column("lengths")).to_numpy()
@@ -82,18 +83,18 @@ def dry_run(recipe: Recipe, args: RunArgs) -> dict[str, Any]:
     with warnings.catch_warnings():  # library notices about fake tensors and deprecated names: no news here
         warnings.simplefilter("ignore")
         figures["parameters"] = trainable_parameters(model_config, config, tokenizer)
-        figures["memory"] = trace_step(model_config, config, recipe.stage, tokenizer)
+        figures["memory"] = trace_step(model_config, config, stage.number, tokenizer)
     print(describe_parameters(figures["parameters"], config))
-    print(describe_memory(figures["memory"], config, recipe.stage))
+    print(describe_memory(figures["memory"], config, stage.number))
     return figures
 
 
-def preview_examples(recipe: Recipe, args: RunArgs, tokenizer: PreTrainedTokenizerBase, config: TrainConfig
+def preview_examples(stage: Stage, args: RunArgs, tokenizer: PreTrainedTokenizerBase, config: TrainConfig
                      ) -> Iterator[Preview]:
     """The first `args.dry_run` examples of the file, streamed: each as packed and collated for the trainer, and
     for a shortened one, what was cut (against the same example unshortened, from a second stream opened then)."""
     report, meta = DataReport(str(args.data)), {"extra": {k: str(v) for k, v in args.extra_data.items()}}
-    fitted = recipe.examples(args.data, tokenizer, config, report, meta)
+    fitted = stage.examples(args.data, tokenizer, config, report, meta)
     whole, read = None, 0  # the unshortened stream, and how many of its examples were read
     collate = PackedCollator(tokenizer.pad_token_id)
     try:
@@ -103,8 +104,8 @@ def preview_examples(recipe: Recipe, args: RunArgs, tokenizer: PreTrainedTokeniz
                 return
             labels = collate([next(pack([example], len(example[0])))])["labels"][0]
             shortened, cuts = sorted(report.notes - notes), {}
-            if shortened and recipe.chat:  # Stage 1 cuts sequences into windows, it never shortens
-                whole = whole or recipe.examples(args.data, tokenizer, replace(config, max_length=UNSHORTENED),
+            if shortened and stage.chat:  # Stage 1 cuts sequences into windows, it never shortens
+                whole = whole or stage.examples(args.data, tokenizer, replace(config, max_length=UNSHORTENED),
                                                  DataReport(str(args.data)), dict(meta))
                 cuts, read = shortening(next(islice(whole, index - read, None)), example), index + 1
             yield Preview(example[0], (labels != IGNORE).tolist(), shortened, cuts)

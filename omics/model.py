@@ -24,6 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from omics.config import SYSTEM_PROMPT, TrainConfig
 from omics.device import attention_implementation, model_dtype, weights_dtype
 from omics.errors import UserError
+from omics.model_card import ModelCard, find_card
 from omics.runs import sibling
 
 log = logging.getLogger("omics")
@@ -32,18 +33,31 @@ CHAT_TOKENS = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
 END_OF_TURN = "<|eot_id|>"
 NORM_MODULES = ["input_layernorm", "post_attention_layernorm", "model.norm"]
 
-# Llama-3.1's chat format, with the paper's system prompt as the default system turn.
-CHAT_TEMPLATE = (
-    "{{- bos_token }}"
-    "{%- if messages[0]['role'] == 'system' %}{%- set system = messages[0]['content'] %}"
-    "{%- set messages = messages[1:] %}{%- else %}{%- set system = '" + SYSTEM_PROMPT + "' %}{%- endif %}"
-    "{{- '<|start_header_id|>system<|end_header_id|>\\n\\n' + system | trim + '<|eot_id|>' }}"
-    "{%- for message in messages %}"
-    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim"
-    " + '<|eot_id|>' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
-)
+
+def _jinja_string(text: str) -> str:
+    """`text` as a single-quoted Jinja string literal (Jinja unescapes literals as Python's unicode-escape)."""
+    escaped = text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\r", "\\r")
+    return f"'{escaped}'"
+
+
+def chat_template(system_prompt: str) -> str:
+    """Llama-3.1's chat format with `system_prompt` as the default system turn: a saved model prompted without
+    a system message (plain transformers, vLLM, chat UIs) sees the prompt it was trained with."""
+    return (
+        "{{- bos_token }}"
+        "{%- if messages[0]['role'] == 'system' %}{%- set system = messages[0]['content'] %}"
+        "{%- set messages = messages[1:] %}{%- else %}{%- set system = " + _jinja_string(system_prompt) +
+        " %}{%- endif %}"
+        "{{- '<|start_header_id|>system<|end_header_id|>\\n\\n' + system | trim + '<|eot_id|>' }}"
+        "{%- for message in messages %}"
+        "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim"
+        " + '<|eot_id|>' }}"
+        "{%- endfor %}"
+        "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
+    )
+
+
+CHAT_TEMPLATE = chat_template(SYSTEM_PROMPT)  # the paper's
 
 
 def require_model_dir(path: str | Path, hint: str) -> Path:
@@ -56,13 +70,15 @@ def require_model_dir(path: str | Path, hint: str) -> Path:
     return path
 
 
-def load_tokenizer(path: str | Path, chat: bool) -> PreTrainedTokenizerBase:
-    """The base tokenizer with pad ≠ stop token; with `chat`, the chat template the saved model carries."""
+def load_tokenizer(path: str | Path, chat: bool, system_prompt: str | None = None) -> PreTrainedTokenizerBase:
+    """The base tokenizer with pad ≠ stop token; with `chat`, the chat template of `system_prompt` (default: the
+    one the model folder's omics_model.json records, else the paper's)."""
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None or tokenizer.pad_token_id in (tokenizer.eos_token_id, end_of_turn_id(tokenizer)):
         tokenizer.pad_token = "<|finetune_right_pad_id|>"
     if chat:
-        tokenizer.chat_template = CHAT_TEMPLATE
+        card = find_card(path)
+        tokenizer.chat_template = chat_template(system_prompt or (card.system_prompt if card else SYSTEM_PROMPT))
     tokenizer.padding_side = "right"
     return tokenizer
 
@@ -235,8 +251,9 @@ def merge_adapter(model: PeftModel, seed: int = 0) -> PreTrainedModel:
 
 
 def save_trained(model, tokenizer: PreTrainedTokenizerBase, out_dir: Path,
-                 merge_check: Callable[[torch.nn.Module], float] | None = None) -> Path:
-    """Save a standalone model (LoRA merged in) + tokenizer to `out_dir`; keep the adapter in `adapter/`.
+                 merge_check: Callable[[torch.nn.Module], float] | None = None, card: ModelCard | None = None) -> Path:
+    """Save a standalone model (LoRA merged in) + tokenizer + `card` (omics_model.json) to `out_dir`; keep the
+    adapter in `adapter/`.
 
     `merge_check(model)` (a loss on fixed batches) is called on the adapter model and on the merged model.
     Files are written to a staging folder first and moved in, config.json last: a kill while moving leaves
@@ -257,6 +274,8 @@ def save_trained(model, tokenizer: PreTrainedTokenizerBase, out_dir: Path,
         model.generation_config.eos_token_id = [end_of_turn_id(tokenizer), tokenizer.eos_token_id]
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    if card is not None:
+        card.write(staging)
     for item in sorted(staging.iterdir(), key=lambda item: item.name == "config.json"):
         target = out_dir / item.name
         if target.is_dir():

@@ -17,10 +17,5 @@ def metrics_dir(stage: int) -> Path:
     return ARCHIVE / "metrics" / f"stage{stage}"
 
 
-def default_base_model(stage: int) -> Path:
-    """Each stage starts from the previous stage's model; Stage 1 from the downloaded base."""
-    return BASE_MODEL if stage == 1 else model_dir(stage - 1)
-
-
 def default_config(stage: int) -> Path:
     return CONFIGS / f"stage{stage}.yaml"

@@ -41,7 +41,7 @@ KNOWN = (
     "checkpoints", ".staging", "parameters.json", "data_report.json", "run_summary.json", "tensorboard",
     "metrics.json", "metrics.md", "predictions.jsonl", "predictions.settings.json", "comparison.md",
     "likelihood.json", "likelihood.md",
-    "likelihood_base_cache.json", ".*.tmp", "base-model", "models", "metrics",
+    "likelihood_base_cache.json", "omics_model.json", ".*.tmp", "base-model", "models", "metrics",
 )
 SHOWN = 3  # foreign files named in a refusal
 # a model's own files: in a folder without a manifest they are never omics' (a downloaded base model looks
@@ -367,17 +367,18 @@ def hold_demo(workdir: Path, overwrite: bool) -> Iterator[Run]:
         yield run
 
 
-def hold_command(args: Namespace) -> AbstractContextManager:
-    """What the command `args` writes, held while it runs (training holds its own folders: see train.py)."""
-    if args.command.startswith("stage") and args.action == "evaluate":
+def hold_command(args: Namespace, evaluation: str | None = None) -> AbstractContextManager:
+    """What the command `args` writes, held while it runs (training holds its own folders: see train.py);
+    `evaluation` is a stage evaluation's kind ("likelihood" or "generation")."""
+    if evaluation is not None and args.action == "evaluate":
         inputs = {"--model": args.model, "--data": args.data, "--train-data": getattr(args, "train_data", None),
                   "--base-model": getattr(args, "base_model", None)}
-        names = LIKELIHOOD_FILES if args.command == "stage1" else EVALUATION_FILES
+        names = LIKELIHOOD_FILES if evaluation == "likelihood" else EVALUATION_FILES
         return hold_results("--metrics-dir", args.metrics_dir, names, args.overwrite, inputs,
                             getattr(args, "resume", False))
     if args.command == "score" and args.out is not None:
         return hold_results("--out", args.out, SCORE_FILES, args.overwrite,
-                            {"--predictions": args.predictions, "--train-data": args.train_data})
+                            {"--predictions": args.predictions, "--train-data": args.train_data, "--model": args.model})
     if args.command == "generate":
         return hold_output_file(args.out, {"--model": args.model, "--data": args.data,
                                            "--train-data": args.train_data})

@@ -1,7 +1,7 @@
 """One training run for every stage: config → data (cached) → model → HF Trainer → merged model + records.
 
-A stage contributes a `Recipe` (what its data looks like, whether it speaks the chat format); all the rest —
-overwrite protection, checkpoints and resume, LoRA+, logging, saving — is shared.
+A stage contributes its `Stage` (omics.stages: what its data looks like, whether it speaks the chat format);
+all the rest — overwrite protection, checkpoints and resume, LoRA+, logging, saving — is shared.
 """
 
 from __future__ import annotations
@@ -13,25 +13,24 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.integrations import TensorBoardCallback
 from transformers.trainer_utils import TrainOutput
 
-from omics import paths
+from omics import __version__, paths
 from omics.config import TrainConfig, load_config
 from omics.data.packing import (
-    Example,
     PackedCollator,
     cache_key,
     cached_blocks,
     file_sha256,
+    model_fingerprint,
     pack,
     tokenizer_fingerprint,
 )
@@ -50,8 +49,10 @@ from omics.model import (
     require_model_dir,
     save_trained,
 )
+from omics.model_card import ModelCard
 from omics.optim import StepInBackward, make_optimizer
 from omics.runs import Run
+from omics.stages import Stage
 
 log = logging.getLogger("omics")
 CACHE_VERSION = 3
@@ -60,19 +61,6 @@ DATA_KEYS = ("max_length", "wrap_tags", "task_prefix_fraction", "system_prompt",
              "on_bad_line", "on_bad_reasoning")
 CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state.json"  # HF writes it last into a checkpoint
-
-ExampleBuilder = Callable[[Path, PreTrainedTokenizerBase, TrainConfig, DataReport, dict], Iterator[Example]]
-
-
-@dataclass
-class Recipe:
-    """What a stage changes: its number, whether it uses the chat format, how a data file becomes examples."""
-
-    stage: int
-    chat: bool
-    examples: ExampleBuilder
-    missing_base_hint: str
-
 
 @dataclass
 class RunArgs:
@@ -83,7 +71,7 @@ class RunArgs:
     config: Path
     overrides: list[str] = field(default_factory=list)
     eval_data: Path | None = None
-    extra_data: dict[str, Path] = field(default_factory=dict)  # e.g. Stage 3's replay file
+    extra_data: dict[str, Path] = field(default_factory=dict)  # the stage's extra files by name (Stage 3's replay)
     resume: bool = False
     overwrite: bool = False
     dry_run: int | None = None  # --dry-run N: show N examples and what the run would cost, train nothing
@@ -94,12 +82,12 @@ class RunArgs:
                 **{f"--{name}-data": path for name, path in self.extra_data.items()}}
 
     @classmethod
-    def from_cli(cls, args) -> RunArgs:
-        replay = getattr(args, "replay_data", None)
+    def from_cli(cls, args, stage: Stage) -> RunArgs:
+        extra = {e.name: path for e in stage.extra_data if (path := getattr(args, f"{e.name}_data")) is not None}
         return cls(data=args.data, eval_data=args.eval_data, base_model=args.base_model,
                    output_dir=args.output_dir, metrics_dir=args.metrics_dir, config=args.config,
-                   overrides=args.overrides, extra_data={"replay": replay} if replay else {},
-                   resume=args.resume, overwrite=args.overwrite, dry_run=getattr(args, "dry_run", None))
+                   overrides=args.overrides, extra_data=extra, resume=args.resume, overwrite=args.overwrite,
+                   dry_run=getattr(args, "dry_run", None))
 
 
 def versions() -> dict[str, str]:
@@ -214,18 +202,18 @@ def hold_directories(args: RunArgs) -> Run:
                {"--base-model": args.base_model, **args.data_files()}, continue_pending=args.resume)
 
 
-def data_key(recipe: Recipe, path: Path, tokenizer, config: TrainConfig, extra: dict[str, Path]) -> str:
+def data_key(stage: Stage, path: Path, tokenizer, config: TrainConfig, extra: dict[str, Path]) -> str:
     """What the tokenised data depends on: file contents, tokenizer, template and the data settings."""
     return cache_key(
-        version=CACHE_VERSION, stage=recipe.stage, data=file_sha256(path),
+        version=CACHE_VERSION, stage=stage.number, data=file_sha256(path),
         extra={k: file_sha256(v) for k, v in extra.items()}, tokenizer=tokenizer_fingerprint(tokenizer.name_or_path),
         template=tokenizer.chat_template, **{k: getattr(config, k) for k in DATA_KEYS},
     )
 
 
-def build_dataset(recipe: Recipe, path: Path, tokenizer, config: TrainConfig, extra: dict[str, Path]):
+def build_dataset(stage: Stage, path: Path, tokenizer, config: TrainConfig, extra: dict[str, Path]):
     """Tokenised, packed blocks of one data file, cached by content, tokenizer and the settings that matter."""
-    key = data_key(recipe, path, tokenizer, config, extra)
+    key = data_key(stage, path, tokenizer, config, extra)
     report = DataReport(str(path))
     meta: dict[str, Any] = {"extra": {k: str(v) for k, v in extra.items()}}
 
@@ -233,8 +221,8 @@ def build_dataset(recipe: Recipe, path: Path, tokenizer, config: TrainConfig, ex
         return {**meta, "report": report.to_dict(), "summary": report.summary()}
 
     blocks, stored = cached_blocks(
-        paths.ARCHIVE / "cache" / f"stage{recipe.stage}-{key}",
-        lambda: pack(recipe.examples(path, tokenizer, config, report, meta), config.max_length),
+        paths.ARCHIVE / "cache" / f"{stage.name}-{key}",
+        lambda: pack(stage.examples(path, tokenizer, config, report, meta), config.max_length),
         finish,
     )
     log.info("data: %s", stored["summary"])
@@ -243,19 +231,19 @@ def build_dataset(recipe: Recipe, path: Path, tokenizer, config: TrainConfig, ex
     return blocks, stored
 
 
-def choose_max_length(recipe: Recipe, args: RunArgs, tokenizer, config: TrainConfig) -> int:
+def choose_max_length(stage: Stage, args: RunArgs, tokenizer, config: TrainConfig) -> int:
     """`max_length: 0` = auto: one extra tokenisation pass, then the 99th percentile rounded up to 128. The choice
     is cached like the data (max_length 0 in the key), so a second run or --resume does not tokenise again."""
     from omics.data.instructions import auto_max_length, length_stats
 
-    key = data_key(recipe, args.data, tokenizer, config, args.extra_data)
-    cached = paths.ARCHIVE / "cache" / f"stage{recipe.stage}-max-length-{key}.json"
+    key = data_key(stage, args.data, tokenizer, config, args.extra_data)
+    cached = paths.ARCHIVE / "cache" / f"{stage.name}-max-length-{key}.json"
     hit = cached.is_file()
     if hit:
         choice = json.loads(cached.read_text())
     else:
         meta: dict[str, Any] = {"extra": {k: str(v) for k, v in args.extra_data.items()}}
-        examples = recipe.examples(args.data, tokenizer, replace(config, max_length=10**9),
+        examples = stage.examples(args.data, tokenizer, replace(config, max_length=10**9),
                                    DataReport(str(args.data)), meta)
         lengths = [len(ids) for ids, _ in examples]
         stats = length_stats(lengths)
@@ -334,6 +322,27 @@ def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool) -
     )
 
 
+def model_card(stage: Stage, args: RunArgs, base: Path, config: TrainConfig, train_meta: dict) -> ModelCard:
+    """What the trained model is: saved with it and with every checkpoint (omics.model_card)."""
+    return ModelCard(
+        stage=stage.name, base_model={"path": str(base.resolve()), "fingerprint": model_fingerprint(base)},
+        system_prompt=config.system_prompt, answer_tags=stage.answer_tags(), tasks=train_meta.get("task_summary"),
+        data={flag: file_record(path) for flag, path in args.data_files().items() if path},
+        config=config.to_dict(), omics_version=__version__)
+
+
+class CardInCheckpoints(TrainerCallback):
+    """Each checkpoint describes itself like the final model: a checkpoint copied out evaluates alike."""
+
+    def __init__(self, card: ModelCard):
+        self.card = card
+
+    def on_save(self, args, state, control, **kwargs):
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if checkpoint.is_dir():
+            self.card.write(checkpoint)
+
+
 class TrainingFinished(Exception):
     """A resumed run's checkpoint is already at the last step: there is nothing left to train."""
 
@@ -356,33 +365,29 @@ def train_or_restore(trainer: OmicsTrainer, checkpoint: Path | None) -> TrainOut
         return TrainOutput(trainer.state.global_step, None, {})
 
 
-def train(recipe: Recipe, args: RunArgs) -> dict[str, Any]:
+def train(stage: Stage, args: RunArgs) -> dict[str, Any]:
     """Run one stage's training end to end, its folders held throughout, and return its run summary."""
-    if args.dry_run is not None:  # read-only: no run folder is created, locked or checked
-        from omics.dryrun import dry_run
-
-        return dry_run(recipe, args)
     with hold_directories(args) as run:
-        return _train(recipe, args, run)
+        return _train(stage, args, run)
 
 
-def _train(recipe: Recipe, args: RunArgs, run: Run) -> dict[str, Any]:
+def _train(stage: Stage, args: RunArgs, run: Run) -> dict[str, Any]:
     started = time.time()
     config = load_config(args.config, args.overrides)
     check_precision(config)
-    base = require_model_dir(args.base_model, recipe.missing_base_hint)
+    base = require_model_dir(args.base_model, stage.missing_base_hint)
     check_directories(args)
-    first_chat = recipe.chat and not has_chat_template(base)
-    tokenizer = load_tokenizer(base, chat=recipe.chat)
+    first_chat = stage.chat and not has_chat_template(base)
+    tokenizer = load_tokenizer(base, chat=stage.chat, system_prompt=config.system_prompt)
     if config.max_length == 0:
-        config.max_length = choose_max_length(recipe, args, tokenizer, config)
-    train_set, train_meta = build_dataset(recipe, args.data, tokenizer, config, args.extra_data)
+        config.max_length = choose_max_length(stage, args, tokenizer, config)
+    train_set, train_meta = build_dataset(stage, args.data, tokenizer, config, args.extra_data)
     eval_data = args.eval_data
-    if recipe.chat and eval_data:  # validation sized for the run: eval_max_samples, stratified by task
+    if stage.chat and eval_data:  # validation sized for the run: eval_max_samples, stratified by task
         from omics.evaluate.run import eval_subset
 
         eval_data = eval_subset(eval_data, config.eval_max_samples)
-    eval_set = build_dataset(recipe, eval_data, tokenizer, config, {})[0] if eval_data else None
+    eval_set = build_dataset(stage, eval_data, tokenizer, config, {})[0] if eval_data else None
     checkpoints = reset_directories(args, run)
     write_json(args.metrics_dir / "data_report.json", train_meta)
     torch.manual_seed(config.seed)
@@ -390,7 +395,7 @@ def _train(recipe: Recipe, args: RunArgs, run: Run) -> dict[str, Any]:
     repaired = repair_untrained_rows(model, tokenizer) if first_chat else []
     model = prepare_for_training(model, tokenizer, config)
     write_json(args.metrics_dir / "parameters.json", {
-        "stage": recipe.stage, "command": sys.argv, "config": config.to_dict(),
+        "stage": stage.number, "command": sys.argv, "config": config.to_dict(),
         "base_model": str(base.resolve()), "data": file_record(args.data),
         "eval_data": file_record(args.eval_data) if args.eval_data else None,
         "extra_data": {k: file_record(v) for k, v in args.extra_data.items()},
@@ -399,14 +404,15 @@ def _train(recipe: Recipe, args: RunArgs, run: Run) -> dict[str, Any]:
     })
     tensorboard = TensorBoardCallback()
     tensorboard.logging_dir = str(args.metrics_dir / "tensorboard")
-    callbacks = [StopIfFinished(), tensorboard]
-    if recipe.chat and args.eval_data and config.eval_generation_samples > 0:
+    card = model_card(stage, args, base, config, train_meta)
+    callbacks = [StopIfFinished(), tensorboard, CardInCheckpoints(card)]
+    if stage.chat and args.eval_data and config.eval_generation_samples > 0:
         from omics.evaluate.run import GenerationEvalCallback
 
         callbacks.append(GenerationEvalCallback(
             eval_data, train_meta.get("task_summary"), tokenizer, config.system_prompt,
-            config.eval_generation_samples, max_new_tokens=64 if recipe.stage == 2 else 512,
-            reasoning=recipe.stage == 3, log_dir=args.metrics_dir / "tensorboard", max_length=config.max_length))
+            config.eval_generation_samples, max_new_tokens=stage.max_new_tokens,
+            reasoning=stage.reasoning, log_dir=args.metrics_dir / "tensorboard", max_length=config.max_length))
     trainer = OmicsTrainer(
         model=model,
         args=training_arguments(config, checkpoints, eval_set is not None),
@@ -422,10 +428,10 @@ def _train(recipe: Recipe, args: RunArgs, run: Run) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats()
     result = train_or_restore(trainer, last_checkpoint(checkpoints) if args.resume else None)
     merge_check = MergeCheck.first_blocks(train_set, trainer.data_collator)
-    save_trained(trainer.model, tokenizer, args.output_dir, merge_check)
+    save_trained(trainer.model, tokenizer, args.output_dir, merge_check, card)
     runtime = result.metrics.get("train_runtime", 0.0)
     summary = {
-        "stage": recipe.stage,
+        "stage": stage.number,
         "steps": trainer.state.global_step,
         "tokens_seen": trainer.state.num_input_tokens_seen,
         "train_loss": result.training_loss,

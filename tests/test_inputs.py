@@ -201,7 +201,7 @@ def test_model_fingerprint_follows_weights_and_tokenizer(tiny_model, tmp_path):
 
 def test_tokenised_data_cache_follows_data_and_tokenizer(tiny_model, tmp_path, monkeypatch):
     from omics.model import load_tokenizer
-    from omics.stage1.train import recipe
+    from omics.stage1.train import STAGE
     from omics.train import build_dataset
 
     monkeypatch.chdir(tmp_path)
@@ -212,7 +212,7 @@ def test_tokenised_data_cache_follows_data_and_tokenizer(tiny_model, tmp_path, m
     data, config, tokenizer = tmp_path / "seqs.txt", TrainConfig(max_length=64), load_tokenizer(model, chat=False)
 
     def cache_dirs() -> set[str]:
-        build_dataset(recipe(), data, tokenizer, config, {})
+        build_dataset(STAGE, data, tokenizer, config, {})
         return {p.name for p in (tmp_path / "archive" / "cache").iterdir()}
 
     data.write_text("ACGTACGT\n")

@@ -17,13 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundations", ("omics", "omics.errors", "omics.paths", "omics.io", "omics.sequences", "omics.device",
                      "omics.config", "omics.tiny")),
-    ("tasks", ("omics.answers", "omics.families", "omics.labels", "omics.scores", "omics.tasktypes")),
+    ("tasks", ("omics.answers", "omics.families", "omics.labels", "omics.scores", "omics.tasktypes",
+               "omics.model_card")),
     ("model", ("omics.runs", "omics.model", "omics.optim")),
-    ("data", ("omics.data.*",)),
+    ("data", ("omics.data.*", "omics.stages")),
     ("evaluate", ("omics.evaluate.*",)),
     ("train", ("omics.loss", "omics.train")),
     ("commands", ("omics.stage1.*", "omics.stage2.*", "omics.stage3.*", "omics.commands.*", "omics.bench.*",
-                  "omics.samples.*", "omics.cli")),
+                  "omics.samples.*", "omics.dryrun", "omics.cli")),
 )
 
 

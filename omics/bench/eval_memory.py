@@ -70,6 +70,7 @@ def measure(model_dir: Path, work: Path, examples: int, answer: str, real: bool)
     from omics.evaluate.run import evaluate_generation
     from omics.model import load_tokenizer
     from omics.samples import __file__ as samples
+    from omics.stages import stage
 
     data = work / f"test-{examples}.jsonl"
     with (Path(samples).parent / "stage2_test.jsonl").open(encoding="utf-8") as source:
@@ -87,7 +88,7 @@ def measure(model_dir: Path, work: Path, examples: int, answer: str, real: bool)
     _reset_peak()
     before = _status_mib("VmRSS")
     started = time.perf_counter()
-    evaluate_generation(3 if reasoning else 2, args, backend=backend)
+    evaluate_generation(stage("stage3" if reasoning else "stage2"), args, backend=backend)
     peak = _status_mib("VmHWM")
     return {"examples": examples, "answer": answer, "answer_tokens": new_tokens if real else len(backend.ids),
             "backend": "tiny model (real decoding)" if real else "fixed answers (real streaming/scoring path)",

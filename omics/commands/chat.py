@@ -13,14 +13,14 @@ def run(args: Namespace) -> None:
     import torch
     from transformers import TextStreamer
 
-    from omics.config import SYSTEM_PROMPT
     from omics.model import end_of_turn_id, load_model, load_tokenizer, require_model_dir
+    from omics.model_card import read_card
 
     model_dir = require_model_dir(args.model, "Pass the directory of a trained model (e.g. archive/models/stage2).")
     tokenizer = load_tokenizer(model_dir, chat=True)
     model = load_model(model_dir, dtype=args.dtype).eval()
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    messages = [{"role": "system", "content": args.system or SYSTEM_PROMPT}]
+    messages = [{"role": "system", "content": args.system or read_card(model_dir).system_prompt}]
     print("omics chat: /reset to start over, /exit to quit")
     while True:
         try:

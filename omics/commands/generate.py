@@ -96,16 +96,16 @@ def write_rows(path: Path, rows: Rows) -> None:
 
 def run(args: Namespace) -> int:
     from omics.answers import extract_answer
-    from omics.config import SYSTEM_PROMPT
     from omics.data.packing import file_sha256, model_fingerprint
     from omics.device import default_batch_tokens, has_package
     from omics.evaluate.generate import make_backend
     from omics.evaluate.parse import parse_prediction
-    from omics.evaluate.run import training_config, training_summary
+    from omics.evaluate.run import training_tasks
     from omics.evaluate.stream import PromptIds, ResultsLog, restart_point, resumed, stream_rows
     from omics.evaluate.tasks import build_task_specs
     from omics.io import ensure_writable
     from omics.model import require_model_dir
+    from omics.model_card import read_card
 
     if args.out.suffix not in SUFFIXES:
         raise UserError(f"--out {args.out}: expected one of {', '.join(SUFFIXES)}")
@@ -116,10 +116,10 @@ def run(args: Namespace) -> int:
     ensure_writable(args.out, args.overwrite)
     total = sum(1 for _ in read_rows(args.data))  # checks every row before any answer is generated
     model = require_model_dir(args.model, "Pass the directory of a trained model (e.g. archive/models/stage2).")
-    metrics = model.parent.parent / "metrics" / model.name
-    summary = training_summary(args.train_data, metrics)
+    card = read_card(model)
+    summary = training_tasks(args.train_data, card)
     specs = build_task_specs(summary) if summary else {}
-    max_length = args.max_length or training_config(metrics).get("max_length") or None
+    max_length = args.max_length or card.max_length
     backend = make_backend(args.backend, model, args.max_new_tokens, args.batch_tokens, args.dtype)
     settings = {"data": str(args.data.resolve()), "data_sha256": file_sha256(args.data),
                 "model": str(model.resolve()), "model_files": model_fingerprint(model), "backend": backend.name,
@@ -132,13 +132,13 @@ def run(args: Namespace) -> int:
     prompt_ids = PromptIds(backend.tokenizer, max_length)
 
     def prompt(row: dict) -> np.ndarray:
-        return prompt_ids(str(row["input"]), str(row.get("system") or SYSTEM_PROMPT))[0]
+        return prompt_ids(str(row["input"]), str(row.get("system") or card.system_prompt))[0]
 
     def finish(row: dict, generation: Generation) -> dict:
         text = row["generated"] = generation.text
         if row.get("task") in specs:
-            row["prediction"] = parse_prediction(extract_answer(text)[0] if "<answer>" in text else text,
-                                                 specs[row["task"]])
+            tagged = card.reasoning if card.stage else "<answer>" in text  # no card: the answer's own form
+            row["prediction"] = parse_prediction(extract_answer(text)[0] if tagged else text, specs[row["task"]])
         return row
 
     rows = islice(read_rows(args.data), restart, None)

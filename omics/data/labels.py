@@ -97,8 +97,8 @@ def task_warnings(train_summary: dict | None, tasks: Iterable[str] | None = None
 
     `tasks`: the evaluated tasks (default: every training task)."""
     if train_summary is None:
-        return ["no training data summary (pass --train-data, or evaluate in the training run's metrics "
-                "directory): every task's label range and class list come from the test labels only"]
+        return ["no training data summary (pass --train-data, or a model folder whose omics_model.json has one): "
+                "every task's label range and class list come from the test labels only"]
     tasks = sorted(train_summary if tasks is None else set(tasks))
     few = [f"task {t}: only {train_summary[t]['n']} training examples (< {MIN_TASK_EXAMPLES}): the model rarely "
            "saw it and its label range / class list come from these few labels; its score is noisy"

@@ -19,8 +19,7 @@ import numpy as np
 from transformers import TrainerCallback
 
 from omics import paths
-from omics.config import SYSTEM_PROMPT
-from omics.data.labels import task_warnings
+from omics.data.labels import task_warnings, training_label_summary
 from omics.data.packing import file_sha256, model_fingerprint
 from omics.data.validate import DataReport, read_instructions
 from omics.device import default_batch_tokens, mixed_precision
@@ -29,10 +28,12 @@ from omics.evaluate.confidence import true_class_probability
 from omics.evaluate.generate import Backend, Generation
 from omics.evaluate.parse import normalize_label
 from omics.evaluate.report import compare_files, format_table, write_metrics
-from omics.evaluate.scoring import _specs, parse_rows, reference_check, score_rows, training_summary
+from omics.evaluate.scoring import _specs, parse_rows, reference_check, score_rows
 from omics.evaluate.stream import PromptIds, ResultsLog, restart_point, resumed, stream_rows
 from omics.evaluate.tasks import TaskSpec
 from omics.io import ensure_writable, write_text
+from omics.model_card import ModelCard, read_card
+from omics.stages import Stage
 
 log = logging.getLogger("omics")
 
@@ -91,10 +92,9 @@ def eval_subset(path: Path, cap: int) -> Path:
     return subset
 
 
-def training_config(metrics_dir: Path) -> dict:
-    """The config the model was trained with (its metrics folder's parameters.json), or {} when unknown."""
-    record = metrics_dir / "parameters.json"
-    return json.loads(record.read_text())["config"] if record.is_file() else {}
+def training_tasks(train_data: Path | None, card: ModelCard) -> dict | None:
+    """The training label summary: of --train-data when given, else the one the model folder records."""
+    return training_label_summary(train_data) if train_data is not None else card.tasks
 
 
 def _scoring_row(row: dict, specs: dict[str, TaskSpec], reasoning: bool) -> dict:
@@ -125,7 +125,7 @@ def answer_row(record: dict, generation: Generation, specs: dict[str, TaskSpec],
     return row
 
 
-def evaluate_generation(stage: int, args: Any, backend: Backend | None = None) -> dict:
+def evaluate_generation(stage: Stage, args: Any, backend: Backend | None = None) -> dict:
     """`omics stageN evaluate` for Stages 2-3: every file of evaluation.md §4 under args.metrics_dir.
 
     Streams: the data file is read twice (label summary, then prompts by windows), rows are appended to
@@ -136,20 +136,20 @@ def evaluate_generation(stage: int, args: Any, backend: Backend | None = None) -
     from omics.model import require_model_dir
 
     metrics_dir: Path = args.metrics_dir
-    reasoning = stage == 3
+    reasoning = stage.reasoning
     if args.resume and not args.overwrite and (metrics_dir / "metrics.json").is_file():
         raise UserError(f"{metrics_dir} holds a finished evaluation (metrics.json); nothing to resume. "
                         "Pass --overwrite to run it again.")
     if not args.resume:
         ensure_writable(metrics_dir / "metrics.json", args.overwrite)
-    model_dir = require_model_dir(args.model, f"Train it first: omics stage{stage} train, or pass --model DIR.")
-    trained = training_config(metrics_dir)
-    system = trained.get("system_prompt", SYSTEM_PROMPT)
-    max_length = args.max_length or trained.get("max_length") or None
+    model_dir = require_model_dir(args.model, f"Train it first: omics {stage.name} train, or pass --model DIR.")
+    card = read_card(model_dir)
+    system = card.system_prompt
+    max_length = args.max_length or card.max_length
     if args.max_samples is not None and args.max_samples < 1:
         raise UserError(f"--max-samples must be at least 1, got {args.max_samples}")
     report = DataReport(str(args.data))
-    train_summary = training_summary(args.train_data, metrics_dir)
+    train_summary = training_tasks(args.train_data, card)
     specs = _specs(_limit(read_instructions(args.data, report), args.max_samples), train_summary)
     if report.skipped:
         log.warning("%s", report.summary())
@@ -157,7 +157,7 @@ def evaluate_generation(stage: int, args: Any, backend: Backend | None = None) -
     for warning in warnings:
         log.warning("%s", warning)
     backend = backend or make_backend(args.backend, model_dir, args.max_new_tokens, args.batch_tokens, args.dtype)
-    settings = {"stage": stage, "data": str(Path(args.data).resolve()), "data_sha256": file_sha256(args.data),
+    settings = {"stage": stage.number, "data": str(Path(args.data).resolve()), "data_sha256": file_sha256(args.data),
                 "model": str(Path(model_dir).resolve()), "model_files": model_fingerprint(model_dir),
                 "backend": backend.name, "max_samples": args.max_samples, "max_new_tokens": args.max_new_tokens,
                 "max_length": max_length, "system_prompt": system, "dtype": getattr(args, "dtype", "auto"),
@@ -189,7 +189,8 @@ def evaluate_generation(stage: int, args: Any, backend: Backend | None = None) -
     results, overall = score_rows(rows, specs, reasoning)
     generated = len(rows) - done
     meta = {
-        "stage": stage, "model": settings["model"], "data": settings["data"], "data_sha256": settings["data_sha256"],
+        "stage": stage.number, "model": settings["model"], "data": settings["data"],
+        "data_sha256": settings["data_sha256"],
         "backend": backend.name, "n_examples": len(rows), "resumed_after": done,
         "generation_seconds": round(seconds, 2), "examples_per_second": round(generated / max(seconds, 1e-9), 3),
         "skipped_lines": dict(report.skipped), "task_warnings": warnings, "max_length": max_length,
@@ -197,7 +198,7 @@ def evaluate_generation(stage: int, args: Any, backend: Backend | None = None) -
         "prompts_question_cut": {task: fits[task, "question_cut"] for task in specs},
         "task_specs": {task: spec.to_dict() for task, spec in specs.items()},
     }
-    doc = write_metrics(metrics_dir, results, overall, meta, tag=f"stage{stage}")
+    doc = write_metrics(metrics_dir, results, overall, meta, tag=stage.name)
     print(format_table(results, overall))
     print(prompt_fit_summary(meta, max_length))
     _write_comparison(stage, metrics_dir, meta["data_sha256"])
@@ -218,14 +219,14 @@ def prompt_fit_summary(meta: dict, max_length: int | None) -> str:
     return text
 
 
-def _write_comparison(stage: int, metrics_dir: Path, data_sha: str) -> None:
+def _write_comparison(stage: Stage, metrics_dir: Path, data_sha: str) -> None:
     """When an earlier stage was evaluated on the same file, print and save the per-task deltas (§4)."""
     ours = (metrics_dir / "metrics.json").resolve()  # e.g. the Stage 1 model evaluated into metrics/stage1
-    earlier = {f"stage{s}": metrics_dir.parent / f"stage{s}" / "metrics.json" for s in range(1, stage)}
+    earlier = {f"stage{s}": metrics_dir.parent / f"stage{s}" / "metrics.json" for s in range(1, stage.number)}
     same = {k: p for k, p in earlier.items() if p.is_file() and p.resolve() != ours
             and json.loads(p.read_text())["meta"].get("data_sha256") == data_sha}
     if same:
-        table, _ = compare_files({**same, f"stage{stage}": metrics_dir / "metrics.json"})
+        table, _ = compare_files({**same, stage.name: metrics_dir / "metrics.json"})
         print(table)
         write_text(metrics_dir / "comparison.md", table + "\n")
 

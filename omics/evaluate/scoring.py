@@ -174,11 +174,12 @@ def read_scored_rows(path: Path) -> tuple[list[dict], str, int]:
     return rows, "+".join(sorted(formats)), unlabeled
 
 
-def rescore(predictions: Path, train_data: Path | None, out: Path | None) -> dict:
-    """`omics score`: re-parse and re-score any system's outputs; no model, no GPU, no torch."""
+def rescore(predictions: Path, train_data: Path | None, out: Path | None, train_summary: dict | None = None) -> dict:
+    """`omics score`: re-parse and re-score any system's outputs; no model, no GPU, no torch. `train_summary` (a
+    model folder's, `score --model`; {} for none) replaces the training summary found beside the predictions."""
     rows, file_format, unlabeled = read_scored_rows(predictions)
     reasoning = any(r.get("format_ok") is not None or "</answer>" in r["generated"] for r in rows)
-    specs = _specs(rows, training_summary(train_data, predictions.parent))
+    specs = _specs(rows, training_summary(train_data, predictions.parent) if train_summary is None else train_summary)
     parse_rows(rows, specs, reasoning)
     results, overall = score_rows(rows, specs, reasoning)
     print(format_table(results, overall))

@@ -11,21 +11,21 @@ from omics.cli import main
 
 
 def run(args: Namespace) -> dict:
-    from omics import paths
     from omics.config import load_config
     from omics.data.packing import cache_key, file_sha256, model_fingerprint
     from omics.evaluate.likelihood import format_likelihood_table, sequence_likelihood
     from omics.evaluate.report import log_scalars
     from omics.io import ensure_writable, write_json, write_text
     from omics.model import require_model_dir
+    from omics.model_card import read_card
+    from omics.stage1.train import STAGE
 
     out = args.metrics_dir / "likelihood.json"
     ensure_writable(out, args.overwrite)
     model = require_model_dir(args.model, "Train it first: omics stage1 train --data FILE, or pass --model DIR.")
-    record = args.metrics_dir / "parameters.json"
-    trained = json.loads(record.read_text()) if record.is_file() else {}
-    config = trained.get("config") or load_config(paths.default_config(1)).to_dict()
-    base = require_model_dir(args.base_model or trained.get("base_model") or paths.default_base_model(1),
+    card = read_card(model)  # a folder without one: Stage 1's default config and base model
+    config = card.config or load_config(STAGE.config).to_dict()
+    base = require_model_dir(args.base_model or (card.base_model or {}).get("path") or STAGE.starts_from,
                              "Pass --base-model DIR (the model Stage 1 started from).")
     settings = {"max_length": config["max_length"], "wrap_tags": config["wrap_tags"], "dtype": args.dtype}
     data_sha = file_sha256(args.data)

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import sys
 
+from omics import paths
 from omics.cli import main
+from omics.stages import Stage, register
 
 
-def recipe():
+def examples(path, tokenizer, config, report, meta):
     from omics.data.pretrain import pretrain_examples
-    from omics.train import Recipe
 
-    def examples(path, tokenizer, config, report, meta):
-        return pretrain_examples(path, tokenizer, config.max_length, config.wrap_tags, report)
+    return pretrain_examples(path, tokenizer, config.max_length, config.wrap_tags, report)
 
-    return Recipe(stage=1, chat=False, examples=examples, missing_base_hint=(
+
+STAGE = register(Stage(
+    number=1, summary="continued pretraining on raw sequences", chat=False, examples=examples,
+    starts_from=paths.BASE_MODEL, evaluation="likelihood", missing_base_hint=(
         "Download the base model: huggingface-cli download meta-llama/Meta-Llama-3.1-8B "
-        "--local-dir ./Meta-Llama-3.1-8B, or pass --base-model DIR."))
+        "--local-dir ./Meta-Llama-3.1-8B, or pass --base-model DIR.")))
 
 
 if __name__ == "__main__":

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import sys
 
+from omics import paths
 from omics.cli import main
+from omics.stages import Stage, register
 
 
-def recipe():
+def examples(path, tokenizer, config, report, meta):
     from omics.data.instructions import chat_examples
-    from omics.train import Recipe
 
-    return Recipe(stage=2, chat=True, examples=chat_examples,
-                  missing_base_hint="Run Stage 1 first (omics stage1 train), or pass --base-model DIR.")
+    return chat_examples(path, tokenizer, config, report, meta)
+
+
+STAGE = register(Stage(
+    number=2, summary="instruction tuning", chat=True, examples=examples, starts_from=paths.model_dir(1),
+    missing_base_hint="Run Stage 1 first (omics stage1 train), or pass --base-model DIR.",
+    evaluation="generation", max_new_tokens=64))
 
 
 if __name__ == "__main__":

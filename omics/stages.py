@@ -1,0 +1,93 @@
+"""The stage registry: what each training stage changes, as data. Shared code asks the stage, never its number.
+
+A stage is one file, `omics/stageN/train.py`, that states its `Stage` (how a data file becomes examples, where
+it starts from, how it is evaluated) and registers it, plus its module's line in STAGE_MODULES. The CLI builds
+`omics stageN train|evaluate` from the registry, so nothing here (nor in a stage file's top level) imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from omics import paths
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from omics.config import TrainConfig
+    from omics.data.packing import Example
+    from omics.data.validate import DataReport
+
+# the registry: one line per stage file
+STAGE_MODULES = ("omics.stage1.train", "omics.stage2.train", "omics.stage3.train")
+ANSWER_TAGS = {"reasoning": ["<reasoning>", "</reasoning>"], "answer": ["<answer>", "</answer>"]}
+
+ExampleBuilder = Callable[[Path, "PreTrainedTokenizerBase", "TrainConfig", "DataReport", dict], "Iterator[Example]"]
+
+
+@dataclass(frozen=True)
+class ExtraData:
+    """A data file a stage reads besides --data, given as `--NAME-data` (e.g. Stage 3's --replay-data)."""
+
+    name: str
+    help: str
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage: what differs between stages, and nothing the shared trainer or evaluator does."""
+
+    number: int  # orders the stages; names the default folders (archive/models/stageN) and configs/stageN.yaml
+    summary: str  # one line for --help
+    chat: bool  # examples in the Llama-3 chat format (the saved model carries the chat template)
+    examples: ExampleBuilder  # data file → token ids and labels; imports its own heavy modules
+    starts_from: Path  # the default --base-model
+    missing_base_hint: str  # what to do when that model is not there
+    evaluation: Literal["likelihood", "generation"]  # held-out bits per residue, or answers generated and scored
+    reasoning: bool = False  # answers are read inside <answer>…</answer> (format compliance reported)
+    max_new_tokens: int = 512  # evaluation's default answer budget (generation)
+    extra_data: tuple[ExtraData, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"stage{self.number}"
+
+    @property
+    def config(self) -> Path:
+        return paths.default_config(self.number)
+
+    @property
+    def model_dir(self) -> Path:
+        return paths.model_dir(self.number)
+
+    @property
+    def metrics_dir(self) -> Path:
+        return paths.metrics_dir(self.number)
+
+    def answer_tags(self) -> dict[str, list[str]] | None:
+        """The output format a reasoning stage trains, as recorded in its model folder."""
+        return ANSWER_TAGS if self.reasoning else None
+
+
+STAGES: dict[str, Stage] = {}
+
+
+def register(stage: Stage) -> Stage:
+    """Add (or replace, e.g. when a stage file runs as __main__ and is imported again) a stage."""
+    STAGES[stage.name] = stage
+    return stage
+
+
+def registered() -> dict[str, Stage]:
+    """Every stage, in order, its file imported (cheap: stage files import their heavy code lazily)."""
+    for module in STAGE_MODULES:
+        importlib.import_module(module)
+    return dict(sorted(STAGES.items(), key=lambda item: item[1].number))
+
+
+def stage(name: str) -> Stage:
+    return registered()[name]

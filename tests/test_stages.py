@@ -1,0 +1,61 @@
+"""The stage registry: the CLI's stage commands come from it, and a new stage is one registration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import cli, head
+
+from omics import paths
+from omics.cli import build_parser
+from omics.stages import STAGES, ExtraData, Stage, registered
+from omics.train import RunArgs
+
+
+def test_the_three_stages_in_order():
+    stages = registered()
+    assert list(stages) == ["stage1", "stage2", "stage3"]
+    assert [(s.chat, s.evaluation, s.reasoning) for s in stages.values()] == [
+        (False, "likelihood", False), (True, "generation", False), (True, "generation", True)]
+
+
+def test_stage_flags_come_from_the_stage():
+    parser = build_parser()
+    assert parser.parse_args(["stage2", "evaluate", "--data", "t.jsonl"]).max_new_tokens == 64
+    assert parser.parse_args(["stage3", "evaluate", "--data", "t.jsonl"]).max_new_tokens == 512
+    assert parser.parse_args(["stage1", "train", "--data", "s.txt"]).base_model == paths.BASE_MODEL
+    stage3 = parser.parse_args(["stage3", "train", "--data", "r.jsonl", "--replay-data", "s2.jsonl"])
+    assert stage3.base_model == paths.model_dir(2) and stage3.config == paths.default_config(3)
+    assert RunArgs.from_cli(stage3, STAGES["stage3"]).extra_data == {"replay": Path("s2.jsonl")}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["stage2", "train", "--data", "t.jsonl", "--replay-data", "s2.jsonl"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["stage1", "evaluate", "--data", "s.txt", "--max-samples", "2"])
+
+
+def test_a_new_stage_is_one_registration(tiny_model, tmp_path, monkeypatch):
+    """A throwaway Stage 4 (registered here as its file would) gets its train and evaluate commands, trains
+    through the shared trainer and is evaluated by the shared evaluator, with no other code."""
+    from omics.stage2.train import examples
+
+    preference = Stage(number=4, summary="preference tuning", chat=True, examples=examples,
+                       starts_from=paths.model_dir(3), missing_base_hint="Run Stage 3 first.",
+                       evaluation="generation", max_new_tokens=4,
+                       extra_data=(ExtraData("rejected", "answers the model should not prefer"),))
+    monkeypatch.setitem(STAGES, "stage4", preference)
+    args = build_parser().parse_args(["stage4", "train", "--data", "p.jsonl", "--rejected-data", "r.jsonl"])
+    assert (args.base_model, args.output_dir, args.config) == (
+        paths.model_dir(3), paths.model_dir(4), paths.default_config(4))
+    assert RunArgs.from_cli(args, preference).extra_data == {"rejected": Path("r.jsonl")}
+
+    (tmp_path / "train.jsonl").write_text("\n".join(head("stage2_train.jsonl", 8)) + "\n", encoding="utf-8")
+    assert cli(monkeypatch, tmp_path, "stage4", "train", "--data", "train.jsonl", "--base-model", str(tiny_model),
+               "--config", str(paths.default_config(2)), "--set=max_length=256", "--set=max_steps=1",
+               "--set=micro_batch_size=8", "--set=grad_accum=1", "--set=lora_r=4",
+               "--set=gradient_checkpointing=false") == 0
+    assert json.loads((tmp_path / "archive/models/stage4/omics_model.json").read_text())["stage"] == "stage4"
+    assert cli(monkeypatch, tmp_path, "stage4", "evaluate", "--data", "train.jsonl", "--max-samples", "1") == 0
+    metrics = json.loads((tmp_path / "archive/metrics/stage4/metrics.json").read_text())
+    assert metrics["meta"]["stage"] == 4 and metrics["tasks"]
