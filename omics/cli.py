@@ -65,7 +65,12 @@ def _evaluate_parser(sub, stage: int) -> None:
     else:
         p.add_argument("--train-data", type=Path, help="training file: label ranges and class names")
         p.add_argument("--max-samples", type=int, help="evaluate at most N examples per task")
-        p.add_argument("--max-new-tokens", type=int, default=64 if stage == 2 else 512)
+        p.add_argument("--max-new-tokens", type=int,
+                       help="answer length limit (default 64; 512 for Stage 3's reasoning mode)")
+        if stage == 3:
+            p.add_argument("--mode", choices=["reasoning", "direct", "both"], default="reasoning",
+                           help="reasoning: ask for <reasoning>/<answer> (results in --metrics-dir); direct: Stage "
+                                "2's prompt (results in --metrics-dir/direct); both: each, and modes.md")
         p.add_argument("--backend", choices=["auto", "hf", "vllm"], default="auto")
         _streaming(p)
     _dtype(p)

@@ -56,8 +56,8 @@ from omics.runs import Run
 log = logging.getLogger("omics")
 CACHE_VERSION = 3
 # every config key that changes the tokenised data: all of them are part of the cache key
-DATA_KEYS = ("max_length", "wrap_tags", "task_prefix_fraction", "system_prompt", "replay_ratio", "seed",
-             "on_bad_line", "on_bad_reasoning")
+DATA_KEYS = ("max_length", "wrap_tags", "task_prefix_fraction", "system_prompt", "reasoning_system_prompt",
+             "replay_ratio", "seed", "on_bad_line", "on_bad_reasoning")
 CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state.json"  # HF writes it last into a checkpoint
 
@@ -298,8 +298,26 @@ def check_precision(config: TrainConfig) -> None:
                          "or --set dtype=fp32")
 
 
-def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool) -> TrainingArguments:
+def best_metric(recipe: Recipe, config: TrainConfig, has_eval: bool) -> str | None:
+    """The eval metric whose best checkpoint becomes the model (HF's names), None to keep the last step."""
+    if not has_eval or config.best_model_metric == "last":
+        return None
+    if config.best_model_metric == "loss":
+        return "eval_loss"
+    if recipe.chat and config.eval_generation_samples > 0:
+        return "eval_mixed_score"  # GenerationEvalCallback adds it to each evaluation's metrics
+    log.info("best_model_metric mixed_score needs generated validation answers (Stages 2-3, "
+             "eval_generation_samples > 0): keeping the last step's weights")
+    return None
+
+
+def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool,
+                       best: str | None = None) -> TrainingArguments:
     cuda, dtype = use_cuda(), model_dtype(config.dtype)
+    if best and config.save_steps % config.eval_steps:
+        raise UserError(f"best_model_metric={config.best_model_metric} keeps the best of the checkpoints, so "
+                        f"save_steps ({config.save_steps}) must be a multiple of eval_steps ({config.eval_steps}); "
+                        "change one, or --set best_model_metric=last")
     return TrainingArguments(
         output_dir=str(checkpoints),
         per_device_train_batch_size=config.micro_batch_size,
@@ -322,6 +340,9 @@ def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool) -
         save_total_limit=config.save_total_limit,
         eval_strategy="steps" if has_eval else "no",
         eval_steps=config.eval_steps,
+        load_best_model_at_end=best is not None,  # the best checkpoint is kept (save_total_limit aside)
+        metric_for_best_model=best,
+        greater_is_better=best == "eval_mixed_score",
         report_to="none",
         seed=config.seed,
         data_seed=config.seed,
@@ -347,12 +368,27 @@ class StopIfFinished(TrainerCallback):
 
 
 def train_or_restore(trainer: OmicsTrainer, checkpoint: Path | None) -> TrainOutput:
-    """Train, continuing from `checkpoint` if given; a checkpoint at the last step only has its weights loaded."""
+    """Train, continuing from `checkpoint` if given; a checkpoint at the last step only has its weights loaded
+    (or the best checkpoint's, as training would have ended with)."""
     try:
         return trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except TrainingFinished:
         log.info("training had finished at step %d: saving the model from %s", trainer.state.global_step, checkpoint)
+        if trainer.args.load_best_model_at_end and trainer.state.best_model_checkpoint:
+            trainer._load_best_model()
         return TrainOutput(trainer.state.global_step, None, {})
+
+
+def kept_checkpoint(trainer: OmicsTrainer) -> dict[str, Any]:
+    """Which weights became the model: the best checkpoint by the validation metric, or the last step's."""
+    state, metric = trainer.state, trainer.args.metric_for_best_model
+    if not trainer.args.load_best_model_at_end or state.best_model_checkpoint is None:
+        return {"step": state.global_step, "why": "last step"}
+    step = int(Path(state.best_model_checkpoint).name.removeprefix("checkpoint-"))
+    kept = {"step": step, "why": f"best {metric}", "value": state.best_metric, "last_step": state.global_step}
+    log.info("model = checkpoint-%d (best %s %.4g over the evaluations; training ran to step %d)", step, metric,
+             state.best_metric, state.global_step)
+    return kept
 
 
 def train(recipe: Recipe, args: RunArgs) -> dict[str, Any]:
@@ -399,12 +435,14 @@ def _train(recipe: Recipe, args: RunArgs, run: Run) -> dict[str, Any]:
         from omics.evaluate.run import GenerationEvalCallback
 
         callbacks.append(GenerationEvalCallback(
-            eval_data, train_meta.get("task_summary"), tokenizer, config.system_prompt,
+            eval_data, train_meta.get("task_summary"), tokenizer,
+            config.reasoning_system_prompt if recipe.stage == 3 else config.system_prompt,
             config.eval_generation_samples, max_new_tokens=64 if recipe.stage == 2 else 512,
             reasoning=recipe.stage == 3, log_dir=args.metrics_dir / "tensorboard", max_length=config.max_length))
     trainer = OmicsTrainer(
         model=model,
-        args=training_arguments(config, checkpoints, eval_set is not None),
+        args=training_arguments(config, checkpoints, eval_set is not None,
+                                best_metric(recipe, config, eval_set is not None)),
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=PackedCollator(tokenizer.pad_token_id,
@@ -429,6 +467,7 @@ def _train(recipe: Recipe, args: RunArgs, run: Run) -> dict[str, Any]:
         "tokens_per_second": round(trainer.state.num_input_tokens_seen / runtime, 1) if runtime else None,
         "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if use_cuda() else None,
         "blocks": len(train_set),
+        "kept": kept_checkpoint(trainer),  # the best checkpoint by validation, or the last step
         "merge": merge_check.summary(),  # adapter vs merged loss on the first blocks; None without LoRA
         "model_dir": str(args.output_dir),
         "log_history": trainer.state.log_history,

@@ -19,7 +19,7 @@ import numpy as np
 from transformers import TrainerCallback
 
 from omics import paths
-from omics.config import SYSTEM_PROMPT
+from omics.config import REASONING_PROMPT, SYSTEM_PROMPT
 from omics.data.labels import task_warnings
 from omics.data.packing import file_sha256, model_fingerprint
 from omics.data.validate import DataReport, read_instructions
@@ -130,8 +130,13 @@ def answer_row(record: dict, generation: Generation, specs: dict[str, TaskSpec],
     return row
 
 
-def evaluate_generation(stage: int, args: Any, backend: Backend | None = None) -> dict:
+def evaluate_generation(stage: int, args: Any, backend: Backend | None = None, mode: str = "direct",
+                        results_dir: Path | None = None) -> dict:
     """`omics stageN evaluate` for Stages 2-3: every file of evaluation.md §4 under args.metrics_dir.
+
+    `mode` "direct" asks with the training system prompt and parses the whole answer; "reasoning" asks with the
+    reasoning prompt Stage 3 trained its reasoning examples with and reads the answer inside <answer> tags.
+    Results go to `results_dir` (default args.metrics_dir, whose training records are read either way).
 
     Streams: the data file is read twice (label summary, then prompts by windows), rows are appended to
     predictions.jsonl batch by batch, and scoring reads that file back; `--resume` continues a killed run.
@@ -140,31 +145,34 @@ def evaluate_generation(stage: int, args: Any, backend: Backend | None = None) -
     from omics.evaluate.generate import make_backend
     from omics.model import require_model_dir
 
-    metrics_dir: Path = args.metrics_dir
-    reasoning = stage == 3
+    metrics_dir: Path = results_dir or args.metrics_dir
+    reasoning = mode == "reasoning"
     if args.resume and not args.overwrite and (metrics_dir / "metrics.json").is_file():
         raise UserError(f"{metrics_dir} holds a finished evaluation (metrics.json); nothing to resume. "
                         "Pass --overwrite to run it again.")
     if not args.resume:
         ensure_writable(metrics_dir / "metrics.json", args.overwrite)
     model_dir = require_model_dir(args.model, f"Train it first: omics stage{stage} train, or pass --model DIR.")
-    trained = training_config(metrics_dir)
-    system = trained.get("system_prompt", SYSTEM_PROMPT)
+    trained = training_config(args.metrics_dir)
+    system = trained.get("reasoning_system_prompt", REASONING_PROMPT) if reasoning else \
+        trained.get("system_prompt", SYSTEM_PROMPT)
+    max_new_tokens = args.max_new_tokens or (512 if reasoning else 64)
     max_length = args.max_length or trained.get("max_length") or None
     if args.max_samples is not None and args.max_samples < 1:
         raise UserError(f"--max-samples must be at least 1, got {args.max_samples}")
     report = DataReport(str(args.data))
-    train_summary = training_summary(args.train_data, metrics_dir)
+    train_summary = training_summary(args.train_data, args.metrics_dir)
     specs = _specs(_limit(read_instructions(args.data, report), args.max_samples), train_summary)
     if report.skipped:
         log.warning("%s", report.summary())
     warnings = task_warnings(train_summary, report.tasks)  # the evaluated tasks
     for warning in warnings:
         log.warning("%s", warning)
-    backend = backend or make_backend(args.backend, model_dir, args.max_new_tokens, args.batch_tokens, args.dtype)
-    settings = {"stage": stage, "data": str(Path(args.data).resolve()), "data_sha256": file_sha256(args.data),
+    backend = backend or make_backend(args.backend, model_dir, max_new_tokens, args.batch_tokens, args.dtype)
+    settings = {"stage": stage, "mode": mode, "data": str(Path(args.data).resolve()),
+                "data_sha256": file_sha256(args.data),
                 "model": str(Path(model_dir).resolve()), "model_files": model_fingerprint(model_dir),
-                "backend": backend.name, "max_samples": args.max_samples, "max_new_tokens": args.max_new_tokens,
+                "backend": backend.name, "max_samples": args.max_samples, "max_new_tokens": max_new_tokens,
                 "max_length": max_length, "system_prompt": system, "dtype": getattr(args, "dtype", "auto"),
                 "batch_tokens": default_batch_tokens(args.batch_tokens)}  # batches shape the float rounding
     results_log = ResultsLog(metrics_dir / "predictions.jsonl", settings)
@@ -194,7 +202,8 @@ def evaluate_generation(stage: int, args: Any, backend: Backend | None = None) -
     results, overall = score_rows(rows, specs, reasoning)
     generated = len(rows) - done
     meta = {
-        "stage": stage, "model": settings["model"], "data": settings["data"], "data_sha256": settings["data_sha256"],
+        "stage": stage, "mode": mode, "model": settings["model"], "data": settings["data"],
+        "data_sha256": settings["data_sha256"],
         "backend": backend.name, "n_examples": len(rows), "resumed_after": done,
         "generation_seconds": round(seconds, 2), "examples_per_second": round(generated / max(seconds, 1e-9), 3),
         "skipped_lines": dict(report.skipped), "task_warnings": warnings, "max_length": max_length,
@@ -202,10 +211,11 @@ def evaluate_generation(stage: int, args: Any, backend: Backend | None = None) -
         "prompts_question_cut": {task: fits[task, "question_cut"] for task in specs},
         "task_specs": {task: spec.to_dict() for task, spec in specs.items()},
     }
-    doc = write_metrics(metrics_dir, results, overall, meta, tag=f"stage{stage}")
+    label = f"stage{stage}" if results_dir is None else f"stage{stage}-{mode}"
+    doc = write_metrics(metrics_dir, results, overall, meta, tag=label)
     print(format_table(results, overall))
     print(prompt_fit_summary(meta, max_length))
-    _write_comparison(stage, metrics_dir, meta["data_sha256"])
+    _write_comparison(label, stage, args.metrics_dir, metrics_dir, meta["data_sha256"])
     return doc
 
 
@@ -223,16 +233,27 @@ def prompt_fit_summary(meta: dict, max_length: int | None) -> str:
     return text
 
 
-def _write_comparison(stage: int, metrics_dir: Path, data_sha: str) -> None:
+def _write_comparison(label: str, stage: int, stage_dir: Path, metrics_dir: Path, data_sha: str) -> None:
     """When an earlier stage was evaluated on the same file, print and save the per-task deltas (§4)."""
     ours = (metrics_dir / "metrics.json").resolve()  # e.g. the Stage 1 model evaluated into metrics/stage1
-    earlier = {f"stage{s}": metrics_dir.parent / f"stage{s}" / "metrics.json" for s in range(1, stage)}
+    earlier = {f"stage{s}": stage_dir.parent / f"stage{s}" / "metrics.json" for s in range(1, stage)}
     same = {k: p for k, p in earlier.items() if p.is_file() and p.resolve() != ours
             and json.loads(p.read_text())["meta"].get("data_sha256") == data_sha}
     if same:
-        table, _ = compare_files({**same, f"stage{stage}": metrics_dir / "metrics.json"})
+        table, _ = compare_files({**same, label: metrics_dir / "metrics.json"})
         print(table)
         write_text(metrics_dir / "comparison.md", table + "\n")
+
+
+def validation_scalars(result: dict) -> dict[str, float]:
+    """A task's validation curves: Mixed Score, paper metric, valid rate, format compliance, collapse (0/1)."""
+    scalars = {"mixed_score": result["mixed_score"], "valid_rate": result["valid_rate"],
+               "collapse": float(any("collapse:" in w for w in result["warnings"]))}
+    if (paper := result.get("paper_metric") or {}).get("value") is not None:
+        scalars["paper_metric"] = paper["value"]
+    if "format_compliance" in result:
+        scalars["format_compliance"] = result["format_compliance"]
+    return scalars
 
 
 class GenerationEvalCallback(TrainerCallback):
@@ -251,7 +272,7 @@ class GenerationEvalCallback(TrainerCallback):
         self.tokenizer, self.max_new_tokens = tokenizer, max_new_tokens
         self.reasoning, self.log_dir = reasoning, log_dir
 
-    def on_evaluate(self, args, state, control, model=None, **kwargs):
+    def on_evaluate(self, args, state, control, model=None, metrics=None, **kwargs):
         from torch.utils.tensorboard import SummaryWriter
 
         from omics.evaluate.generate import HFBackend
@@ -267,11 +288,16 @@ class GenerationEvalCallback(TrainerCallback):
                 for row in batch]
         model.train(was_training)
         results, overall = score_rows(rows, self.specs, self.reasoning)
+        scalars = {"mixed_score_mean": overall["mixed_score_mean"]}
+        for task, result in results.items():
+            scalars |= {f"{task}/{name}": value for name, value in validation_scalars(result).items()}
         with SummaryWriter(str(self.log_dir), filename_suffix=".generation") as writer:
-            writer.add_scalar("eval_generation/mixed_score_mean", overall["mixed_score_mean"], state.global_step)
-            for task, result in results.items():
-                writer.add_scalar(f"eval_generation/{task}/mixed_score", result["mixed_score"], state.global_step)
-                writer.add_scalar(f"eval_generation/{task}/valid_rate", result["valid_rate"], state.global_step)
+            for name, value in scalars.items():
+                writer.add_scalar(f"eval_generation/{name}", value, state.global_step)
+        if metrics is not None:  # what best_model_metric=mixed_score compares (HF reads it after this callback)
+            metrics["eval_mixed_score"] = overall["mixed_score_mean"]
+        state.log_history.append({"step": state.global_step, "eval_mixed_score": overall["mixed_score_mean"],
+                                  **{f"eval_{name}": value for name, value in scalars.items() if "/" in name}})
         log.info("generation eval at step %d: mixed score %.2f over %d answers%s", state.global_step,
                  overall["mixed_score_mean"], len(rows),
                  "".join(f"; {t}: {w}" for t, r in results.items() for w in r["warnings"]))
