@@ -304,10 +304,12 @@ def best_metric(recipe: Recipe, config: TrainConfig, has_eval: bool) -> str | No
         return None
     if config.best_model_metric == "loss":
         return "eval_loss"
-    if recipe.chat and config.eval_generation_samples > 0:
+    if not recipe.chat:  # Stage 1 has no answers to score: the default keeps its last step
+        return None
+    if config.eval_generation_samples > 0:
         return "eval_mixed_score"  # GenerationEvalCallback adds it to each evaluation's metrics
-    log.info("best_model_metric mixed_score needs generated validation answers (Stages 2-3, "
-             "eval_generation_samples > 0): keeping the last step's weights")
+    log.info("best_model_metric mixed_score needs generated validation answers (eval_generation_samples > 0): "
+             "keeping the last step's weights")
     return None
 
 
