@@ -73,6 +73,7 @@ class TrainConfig:
     logging_steps: int = 10
     save_steps: int = 500
     save_total_limit: int = 3
+    keep_checkpoints: bool = True  # false: delete checkpoints/ once the model is saved (nothing left to resume)
     eval_steps: int = 500
     eval_generation_samples: int = 64  # Stages 2-3: examples generated at each periodic evaluation
     best_model_metric: str = "mixed_score"  # with --eval-data, the checkpoint kept as the model: the best

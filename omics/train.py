@@ -474,5 +474,8 @@ def _train(recipe: Recipe, args: RunArgs, run: Run) -> dict[str, Any]:
         "model_dir": str(args.output_dir),
         "log_history": trainer.state.log_history,
     }
-    write_json(args.metrics_dir / "run_summary.json", summary)
+    write_json(args.metrics_dir / "run_summary.json", summary)  # the run is finished: --resume refuses it now
+    if not config.keep_checkpoints:
+        shutil.rmtree(checkpoints)
+        log.info("checkpoints deleted (keep_checkpoints: false): %s", checkpoints)
     return summary

@@ -22,7 +22,7 @@ FAST = [f"--set={item}" for item in (
     "max_length=256", "micro_batch_size=4", "grad_accum=1", "max_steps=3", "save_steps=3", "logging_steps=1",
     "lora_r=4", "lora_alpha=8", "gradient_checkpointing=false",
     # the Stage 3 preset fully fine-tunes with 8-bit AdamW updated in backward: LoRA + AdamW keeps this CPU test small
-    "finetune=lora", "optimizer=adamw", "optimizer_in_backward=false", "replay_ratio=1.0")]
+    "finetune=lora", "optimizer=adamw", "optimizer_in_backward=false", "replay_ratio=1.0", "keep_checkpoints=false")]
 EVAL_FAST = ["--max-new-tokens", "8", "--max-samples", "2"]
 REASONING_LINES = 20
 BAD_REASONING = {4: "The sequence is positive for high GC content.",  # no tags
@@ -67,6 +67,7 @@ def test_commands_succeed(run):
         assert (run.model / name).is_file(), name
     for name in ("parameters.json", "data_report.json", "run_summary.json"):
         assert (run.metrics / name).is_file(), name
+    assert not (run.model / "checkpoints").exists()  # keep_checkpoints=false: deleted once the model is saved
 
 
 def test_data_report_replay_matches_kept_reasoning(run):
