@@ -17,7 +17,7 @@ from pathlib import Path
 from omics import paths
 from omics.device import DTYPES, optional_features, pin_one_gpu
 from omics.errors import UserError, os_error_line
-from omics.stages import STAGES, Stage, registered
+from omics.stages import DIRECT_ANSWER_TOKENS, STAGES, Stage, registered
 
 log = logging.getLogger("omics")
 BATCH_TOKENS_HELP = "tokens (prompt + answer) per batch; default 65536 on a GPU, 8192 on CPU; lower it on OOM"
@@ -69,7 +69,12 @@ def _evaluate_parser(sub, stage: Stage) -> None:
         p.add_argument("--train-data", type=Path,
                        help="training file: label ranges and class names (default: the model's omics_model.json)")
         p.add_argument("--max-samples", type=int, help="evaluate at most N examples per task")
-        p.add_argument("--max-new-tokens", type=int, default=stage.max_new_tokens)
+        p.add_argument("--max-new-tokens", type=int, help=f"answer length limit (default {stage.max_new_tokens}"
+                       + (f"; {DIRECT_ANSWER_TOKENS} in {stage.modes[1]} mode)" if len(stage.modes) > 1 else ")"))
+        if len(stage.modes) > 1:
+            p.add_argument("--mode", choices=[*stage.modes, "both"], default=stage.modes[0],
+                           help=f"{stage.modes[0]}: as trained for it (results in --metrics-dir); {stage.modes[1]}: "
+                                f"as Stage 2 (results in --metrics-dir/{stage.modes[1]}); both: each, and modes.md")
         p.add_argument("--backend", choices=["auto", "hf", "vllm"], default="auto")
         _streaming(p)
     _dtype(p)
@@ -172,9 +177,9 @@ def evaluate(stage: Stage, args: argparse.Namespace) -> dict:
         from omics.stage1.evaluate import run  # the likelihood evaluation, any raw-sequence stage's
 
         return run(args)
-    from omics.evaluate.run import evaluate_generation
+    from omics.evaluate.run import evaluate_stage
 
-    return evaluate_generation(stage, args)
+    return evaluate_stage(stage, args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,11 @@ SYSTEM_PROMPT = (
     "You are a knowledgeable and helpful biology assistant. Please answer my biology sequence-related "
     "questions clearly and concisely. For regression tasks, please return a number."
 )
+# Stage 3's reasoning examples are asked with this prompt, its replayed Stage 2 examples with SYSTEM_PROMPT:
+# the same questions under the same prompt would leave the model no way to know when to reason.
+REASONING_PROMPT = (
+    SYSTEM_PROMPT + " Think step by step: reply as <reasoning>your reasoning</reasoning> <answer>your answer</answer>."
+)
 
 
 @dataclass
@@ -40,6 +45,7 @@ class TrainConfig:
     wrap_tags: bool = False  # Stage 1: wrap each sequence as <dna>…<dna>
     task_prefix_fraction: float = 0.0  # Stages 2-3: share of questions prefixed "[Regression: task]"
     system_prompt: str = SYSTEM_PROMPT
+    reasoning_system_prompt: str = REASONING_PROMPT  # Stage 3: asks for <reasoning>…</reasoning> <answer>…</answer>
     on_bad_line: str = "skip"  # "skip" (report and go on) or "stop" (report and stop)
     replay_ratio: float = 1.0  # Stage 3: replayed Stage 2 examples per reasoning example
     on_bad_reasoning: str = "skip"  # Stage 3 outputs without <reasoning>…</reasoning> <answer>…</answer>:
@@ -67,8 +73,11 @@ class TrainConfig:
     logging_steps: int = 10
     save_steps: int = 500
     save_total_limit: int = 3
+    keep_checkpoints: bool = True  # false: delete checkpoints/ once the model is saved (nothing left to resume)
     eval_steps: int = 500
     eval_generation_samples: int = 64  # Stages 2-3: examples generated at each periodic evaluation
+    best_model_metric: str = "mixed_score"  # with --eval-data, the checkpoint kept as the model: the best
+    # validation "mixed_score" (Stages 2-3, generated answers), the lowest eval "loss", or the "last" step's
     eval_max_samples: int = 1000  # Stages 2-3: --eval-data examples (stratified by task) for the eval loss and
     # the generation check; 0 = the whole file
 
@@ -120,7 +129,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     config = TrainConfig(**{k: _coerce(k, declared[k], v) for k, v in values.items()})
     choices = {"finetune": ("lora", "full"), "on_bad_line": ("skip", "stop"),
                "on_bad_reasoning": ("skip", "keep", "stop"), "optimizer": ("adamw", "adamw_8bit", "adafactor"),
-               "dtype": DTYPES}
+               "dtype": DTYPES, "best_model_metric": ("mixed_score", "loss", "last")}
     for key, allowed in choices.items():
         if getattr(config, key) not in allowed:
             raise UserError(f"config key {key!r} must be one of {allowed}, got {getattr(config, key)!r}")

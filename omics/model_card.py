@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from omics import __version__
-from omics.config import SYSTEM_PROMPT
+from omics.config import REASONING_PROMPT, SYSTEM_PROMPT
 from omics.errors import UserError
 from omics.io import write_json
 
@@ -32,6 +32,7 @@ class ModelCard:
     base_model: dict[str, str] | None = None  # {"path", "fingerprint"} of the model it was trained from
     system_prompt: str = SYSTEM_PROMPT
     answer_tags: dict[str, list[str]] | None = None  # reasoning stages: the tags around reasoning and answer
+    reasoning_prompt: str = REASONING_PROMPT  # the system prompt that asks for them (Stage 3's reasoning mode)
     tasks: dict[str, Any] | None = None  # per-task label summary of the training data (type, classes, range…)
     data: dict[str, Any] = field(default_factory=dict)  # the training files by flag: path, bytes, sha256
     config: dict[str, Any] = field(default_factory=dict)  # the resolved training config
@@ -41,6 +42,11 @@ class ModelCard:
     @property
     def reasoning(self) -> bool:
         return self.answer_tags is not None
+
+    @property
+    def default_prompt(self) -> str:
+        """What generate and chat ask with when not told: a reasoning model reasons (its default mode)."""
+        return self.reasoning_prompt if self.reasoning else self.system_prompt
 
     @property
     def max_length(self) -> int | None:

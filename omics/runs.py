@@ -39,7 +39,8 @@ KNOWN = (
     MANIFEST, "config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "adapter",
     "checkpoints", ".staging", "parameters.json", "data_report.json", "run_summary.json", "tensorboard",
-    "metrics.json", "metrics.md", "predictions.jsonl", "predictions.settings.json", "comparison.md",
+    "metrics.json", "metrics.md", "predictions.jsonl", "predictions.settings.json", "comparison.md", "direct",
+    "modes.md",
     "likelihood.json", "likelihood.md",
     "likelihood_base_cache.json", "omics_model.json", ".*.tmp", "base-model", "models", "metrics",
 )
@@ -333,6 +334,14 @@ LIKELIHOOD_FILES = ("likelihood.json", "likelihood.md")
 SCORE_FILES = ("predictions.jsonl", "metrics.json", "metrics.md")
 
 
+def evaluation_files(mode: str | None) -> tuple[str, ...]:
+    """What an evaluation replaces: Stage 3's direct mode writes into `direct/`; modes.md compares the two."""
+    if mode is None:
+        return EVALUATION_FILES
+    return {"reasoning": EVALUATION_FILES, "direct": ("direct",), "both": (*EVALUATION_FILES, "direct")}[mode] + (
+        "modes.md",)
+
+
 @contextmanager
 def hold_results(label: str, folder: Path, names: tuple[str, ...], overwrite: bool,
                  inputs: dict[str, Path | None], resume: bool = False) -> Iterator[Run]:
@@ -373,7 +382,7 @@ def hold_command(args: Namespace, evaluation: str | None = None) -> AbstractCont
     if evaluation is not None and args.action == "evaluate":
         inputs = {"--model": args.model, "--data": args.data, "--train-data": getattr(args, "train_data", None),
                   "--base-model": getattr(args, "base_model", None)}
-        names = LIKELIHOOD_FILES if evaluation == "likelihood" else EVALUATION_FILES
+        names = LIKELIHOOD_FILES if evaluation == "likelihood" else evaluation_files(getattr(args, "mode", None))
         return hold_results("--metrics-dir", args.metrics_dir, names, args.overwrite, inputs,
                             getattr(args, "resume", False))
     if args.command == "score" and args.out is not None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 # the registry: one line per stage file
 STAGE_MODULES = ("omics.stage1.train", "omics.stage2.train", "omics.stage3.train")
+DIRECT_ANSWER_TOKENS = 64  # a direct answer's budget (Stage 2's answers are one sentence)
 ANSWER_TAGS = {"reasoning": ["<reasoning>", "</reasoning>"], "answer": ["<answer>", "</answer>"]}
 
 ExampleBuilder = Callable[[Path, "PreTrainedTokenizerBase", "TrainConfig", "DataReport", dict], "Iterator[Example]"]
@@ -48,8 +49,9 @@ class Stage:
     starts_from: Path  # the default --base-model
     missing_base_hint: str  # what to do when that model is not there
     evaluation: Literal["likelihood", "generation"]  # held-out bits per residue, or answers generated and scored
-    reasoning: bool = False  # answers are read inside <answer>…</answer> (format compliance reported)
-    max_new_tokens: int = 512  # evaluation's default answer budget (generation)
+    modes: tuple[str, ...] = ("direct",)  # how it is asked, the default first: "direct" (the whole answer is
+    # parsed) or "reasoning" (the reasoning prompt; answers read inside <answer>…</answer>, format compliance)
+    max_new_tokens: int = DIRECT_ANSWER_TOKENS  # evaluation's default answer budget in the default mode
     extra_data: tuple[ExtraData, ...] = ()
 
     @property
@@ -67,6 +69,11 @@ class Stage:
     @property
     def metrics_dir(self) -> Path:
         return paths.metrics_dir(self.number)
+
+    @property
+    def reasoning(self) -> bool:
+        """Trains the reasoning format (and is evaluated in reasoning mode by default)."""
+        return "reasoning" in self.modes
 
     def answer_tags(self) -> dict[str, list[str]] | None:
         """The output format a reasoning stage trains, as recorded in its model folder."""

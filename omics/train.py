@@ -57,8 +57,8 @@ from omics.stages import Stage
 log = logging.getLogger("omics")
 CACHE_VERSION = 3
 # every config key that changes the tokenised data: all of them are part of the cache key
-DATA_KEYS = ("max_length", "wrap_tags", "task_prefix_fraction", "system_prompt", "replay_ratio", "seed",
-             "on_bad_line", "on_bad_reasoning")
+DATA_KEYS = ("max_length", "wrap_tags", "task_prefix_fraction", "system_prompt", "reasoning_system_prompt",
+             "replay_ratio", "seed", "on_bad_line", "on_bad_reasoning")
 CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state.json"  # HF writes it last into a checkpoint
 
@@ -287,8 +287,28 @@ def check_precision(config: TrainConfig) -> None:
                          "or --set dtype=fp32")
 
 
-def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool) -> TrainingArguments:
+def best_metric(stage: Stage, config: TrainConfig, has_eval: bool) -> str | None:
+    """The eval metric whose best checkpoint becomes the model (HF's names), None to keep the last step."""
+    if not has_eval or config.best_model_metric == "last":
+        return None
+    if config.best_model_metric == "loss":
+        return "eval_loss"
+    if not stage.chat:  # Stage 1 has no answers to score: the default keeps its last step
+        return None
+    if config.eval_generation_samples > 0:
+        return "eval_mixed_score"  # GenerationEvalCallback adds it to each evaluation's metrics
+    log.info("best_model_metric mixed_score needs generated validation answers (eval_generation_samples > 0): "
+             "keeping the last step's weights")
+    return None
+
+
+def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool,
+                       best: str | None = None) -> TrainingArguments:
     cuda, dtype = use_cuda(), model_dtype(config.dtype)
+    if best and config.save_steps % config.eval_steps:
+        raise UserError(f"best_model_metric={config.best_model_metric} keeps the best of the checkpoints, so "
+                        f"save_steps ({config.save_steps}) must be a multiple of eval_steps ({config.eval_steps}); "
+                        "change one, or --set best_model_metric=last")
     return TrainingArguments(
         output_dir=str(checkpoints),
         per_device_train_batch_size=config.micro_batch_size,
@@ -311,6 +331,9 @@ def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool) -
         save_total_limit=config.save_total_limit,
         eval_strategy="steps" if has_eval else "no",
         eval_steps=config.eval_steps,
+        load_best_model_at_end=best is not None,  # the best checkpoint is kept (save_total_limit aside)
+        metric_for_best_model=best,
+        greater_is_better=best == "eval_mixed_score",
         report_to="none",
         seed=config.seed,
         data_seed=config.seed,
@@ -326,7 +349,8 @@ def model_card(stage: Stage, args: RunArgs, base: Path, config: TrainConfig, tra
     """What the trained model is: saved with it and with every checkpoint (omics.model_card)."""
     return ModelCard(
         stage=stage.name, base_model={"path": str(base.resolve()), "fingerprint": model_fingerprint(base)},
-        system_prompt=config.system_prompt, answer_tags=stage.answer_tags(), tasks=train_meta.get("task_summary"),
+        system_prompt=config.system_prompt, answer_tags=stage.answer_tags(),
+        reasoning_prompt=config.reasoning_system_prompt, tasks=train_meta.get("task_summary"),
         data={flag: file_record(path) for flag, path in args.data_files().items() if path},
         config=config.to_dict(), omics_version=__version__)
 
@@ -357,12 +381,27 @@ class StopIfFinished(TrainerCallback):
 
 
 def train_or_restore(trainer: OmicsTrainer, checkpoint: Path | None) -> TrainOutput:
-    """Train, continuing from `checkpoint` if given; a checkpoint at the last step only has its weights loaded."""
+    """Train, continuing from `checkpoint` if given; a checkpoint at the last step only has its weights loaded
+    (or the best checkpoint's, as training would have ended with)."""
     try:
         return trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except TrainingFinished:
         log.info("training had finished at step %d: saving the model from %s", trainer.state.global_step, checkpoint)
+        if trainer.args.load_best_model_at_end and trainer.state.best_model_checkpoint:
+            trainer._load_best_model()
         return TrainOutput(trainer.state.global_step, None, {})
+
+
+def kept_checkpoint(trainer: OmicsTrainer) -> dict[str, Any]:
+    """Which weights became the model: the best checkpoint by the validation metric, or the last step's."""
+    state, metric = trainer.state, trainer.args.metric_for_best_model
+    if not trainer.args.load_best_model_at_end or state.best_model_checkpoint is None:
+        return {"step": state.global_step, "why": "last step"}
+    step = int(Path(state.best_model_checkpoint).name.removeprefix("checkpoint-"))
+    kept = {"step": step, "why": f"best {metric}", "value": state.best_metric, "last_step": state.global_step}
+    log.info("model = checkpoint-%d (best %s %.4g over the evaluations; training ran to step %d)", step, metric,
+             state.best_metric, state.global_step)
+    return kept
 
 
 def train(stage: Stage, args: RunArgs) -> dict[str, Any]:
@@ -410,12 +449,14 @@ def _train(stage: Stage, args: RunArgs, run: Run) -> dict[str, Any]:
         from omics.evaluate.run import GenerationEvalCallback
 
         callbacks.append(GenerationEvalCallback(
-            eval_data, train_meta.get("task_summary"), tokenizer, config.system_prompt,
+            eval_data, train_meta.get("task_summary"), tokenizer,
+            config.reasoning_system_prompt if stage.reasoning else config.system_prompt,
             config.eval_generation_samples, max_new_tokens=stage.max_new_tokens,
             reasoning=stage.reasoning, log_dir=args.metrics_dir / "tensorboard", max_length=config.max_length))
     trainer = OmicsTrainer(
         model=model,
-        args=training_arguments(config, checkpoints, eval_set is not None),
+        args=training_arguments(config, checkpoints, eval_set is not None,
+                                best_metric(stage, config, eval_set is not None)),
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=PackedCollator(tokenizer.pad_token_id,
@@ -440,9 +481,13 @@ def _train(stage: Stage, args: RunArgs, run: Run) -> dict[str, Any]:
         "tokens_per_second": round(trainer.state.num_input_tokens_seen / runtime, 1) if runtime else None,
         "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if use_cuda() else None,
         "blocks": len(train_set),
+        "kept": kept_checkpoint(trainer),  # the best checkpoint by validation, or the last step
         "merge": merge_check.summary(),  # adapter vs merged loss on the first blocks; None without LoRA
         "model_dir": str(args.output_dir),
         "log_history": trainer.state.log_history,
     }
-    write_json(args.metrics_dir / "run_summary.json", summary)
+    write_json(args.metrics_dir / "run_summary.json", summary)  # the run is finished: --resume refuses it now
+    if not config.keep_checkpoints:
+        shutil.rmtree(checkpoints)
+        log.info("checkpoints deleted (keep_checkpoints: false): %s", checkpoints)
     return summary

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
-from helpers import head
+import torch
+from helpers import cli, head
+from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModelForCausalLM
 
@@ -21,10 +24,36 @@ def test_generation_eval_logs_mixed_scores(tmp_path, tiny_model):
                                       reasoning=False, log_dir=tmp_path / "tb")
     assert len(callback.records) == 5  # one per task: the sample spans every task of the file
     model = AutoModelForCausalLM.from_pretrained(tiny_model).train()
-    callback.on_evaluate(None, SimpleNamespace(global_step=7), None, model=model)
+    state, metrics = SimpleNamespace(global_step=7, log_history=[]), {"eval_loss": 1.0}
+    callback.on_evaluate(None, state, None, model=model, metrics=metrics)
     assert model.training  # handed back in the mode it was in
+    assert metrics["eval_mixed_score"] == state.log_history[0]["eval_mixed_score"]  # what picks the best
     events = EventAccumulator(str(tmp_path / "tb")).Reload()
     tags = events.Tags()["scalars"]
     assert "eval_generation/mixed_score_mean" in tags
-    assert any(t.endswith("/valid_rate") for t in tags)
+    for curve in ("valid_rate", "paper_metric", "collapse", "mixed_score"):
+        assert sum(t.endswith(f"/{curve}") for t in tags) == 5, curve  # one per task
     assert events.Scalars("eval_generation/mixed_score_mean")[0].step == 7
+
+
+def test_training_keeps_the_best_validation_checkpoint(tmp_path, tiny_model, monkeypatch):
+    (tmp_path / "train.jsonl").write_text("\n".join(head("stage2_train.jsonl", 40)) + "\n")
+    (tmp_path / "valid.jsonl").write_text("\n".join(head("stage2_valid.jsonl", 20)) + "\n")
+    settings = [f"--set={item}" for item in (
+        "max_length=256", "micro_batch_size=4", "grad_accum=1", "max_steps=6", "save_steps=2", "eval_steps=2",
+        "logging_steps=1", "lora_r=4", "lora_alpha=8", "gradient_checkpointing=false", "learning_rate=5e-2",
+        "eval_generation_samples=5", "save_total_limit=1")]
+    assert cli(monkeypatch, tmp_path, "stage2", "train", "--data", "train.jsonl", "--eval-data", "valid.jsonl",
+               "--base-model", str(tiny_model), "--output-dir", "model", "--metrics-dir", "metrics", *settings) == 0
+    summary = json.loads((tmp_path / "metrics/run_summary.json").read_text())
+    scores = {e["step"]: e["eval_mixed_score"] for e in summary["log_history"] if "eval_mixed_score" in e}
+    assert sorted(scores) == [2, 4, 6]
+    best = max(scores, key=lambda step: (scores[step], -step))  # the first of equal bests, as HF keeps
+    kept = summary["kept"]
+    assert (kept["step"], kept["why"], kept["value"], kept["last_step"]) == (
+        best, "best eval_mixed_score", scores[best], 6)
+    saved = load_file(tmp_path / "model/adapter/adapter_model.safetensors")
+    checkpoint = load_file(tmp_path / f"model/checkpoints/checkpoint-{best}/adapter_model.safetensors")
+    assert saved.keys() == checkpoint.keys()
+    for key in saved:
+        torch.testing.assert_close(saved[key], checkpoint[key], rtol=0, atol=0)

@@ -11,14 +11,18 @@ import pytest
 import torch
 from helpers import cli, head
 
-from omics.data.packing import file_sha256
+from omics.config import REASONING_PROMPT, SYSTEM_PROMPT, TrainConfig
+from omics.data.instructions import PromptEncoder, chat_examples, reasoning_records
+from omics.data.packing import IGNORE, file_sha256
+from omics.data.validate import DataReport
+from omics.model import load_tokenizer
 
 SAMPLES = Path(__file__).resolve().parent.parent / "omics" / "samples"
 FAST = [f"--set={item}" for item in (
     "max_length=256", "micro_batch_size=4", "grad_accum=1", "max_steps=3", "save_steps=3", "logging_steps=1",
     "lora_r=4", "lora_alpha=8", "gradient_checkpointing=false",
     # the Stage 3 preset fully fine-tunes with 8-bit AdamW updated in backward: LoRA + AdamW keeps this CPU test small
-    "finetune=lora", "optimizer=adamw", "optimizer_in_backward=false", "replay_ratio=1.0")]
+    "finetune=lora", "optimizer=adamw", "optimizer_in_backward=false", "replay_ratio=1.0", "keep_checkpoints=false")]
 EVAL_FAST = ["--max-new-tokens", "8", "--max-samples", "2"]
 REASONING_LINES = 20
 BAD_REASONING = {4: "The sequence is positive for high GC content.",  # no tags
@@ -52,7 +56,7 @@ def run(tiny_model, tmp_path_factory):
                          "--base-model", str(tiny_model), "--output-dir", "models/stage3",
                          "--metrics-dir", "metrics/stage3", *FAST),
             "evaluate": cli(mp, root, "stage3", "evaluate", "--data", "test.jsonl", "--model", "models/stage3",
-                            "--metrics-dir", "metrics/stage3", *EVAL_FAST),
+                            "--metrics-dir", "metrics/stage3", "--mode", "both", *EVAL_FAST),
         }
     return SimpleNamespace(root=root, codes=codes, model=root / "models/stage3", metrics=root / "metrics/stage3")
 
@@ -63,6 +67,7 @@ def test_commands_succeed(run):
         assert (run.model / name).is_file(), name
     for name in ("parameters.json", "data_report.json", "run_summary.json"):
         assert (run.metrics / name).is_file(), name
+    assert not (run.model / "checkpoints").exists()  # keep_checkpoints=false: deleted once the model is saved
 
 
 def test_data_report_replay_matches_kept_reasoning(run):
@@ -116,8 +121,12 @@ def test_compare_with_a_stage2_evaluation_of_the_same_file(run, monkeypatch, cap
     (run.root / "metrics/stage2/metrics.json").write_text(json.dumps(stage2))
     assert cli(monkeypatch, run.root, "compare", "--stages", "2", "3", "--metrics-root", "metrics") == 0
     out = capsys.readouterr().out
+    direct = read_json(run.metrics / "direct" / "metrics.json")["tasks"]  # --mode both: a column of its own
+    assert "| task | stage2 | stage3 | stage3 direct | Δ stage3-stage2 | Δ stage3 direct-stage3 |" in out
     for task, result in stage3["tasks"].items():
-        assert f"| {task} | 1.00 | {result['mixed_score']:.2f} | {result['mixed_score'] - 1:+.2f} |" in out
+        score, direct_score = result["mixed_score"], direct[task]["mixed_score"]
+        assert (f"| {task} | 1.00 | {score:.2f} | {direct_score:.2f} | {score - 1:+.2f} | "
+                f"{direct_score - score:+.2f} |") in out
     assert "Warning" not in out
     assert (run.root / "metrics/comparison.md").read_text().strip() == out.strip()
 
@@ -254,3 +263,47 @@ def test_compare_defaults_to_the_evaluated_stages(tmp_path, monkeypatch, caplog)
     (root / "stage3" / "metrics.json").unlink()
     assert cli(monkeypatch, tmp_path, "compare", "--metrics-root", str(root)) == 2
     assert "fewer than two evaluated stages" in caplog.text
+
+
+def test_reasoning_examples_are_asked_with_the_reasoning_prompt_and_replay_with_stage2s(tiny_model, tmp_path):
+    tokenizer = load_tokenizer(tiny_model, chat=True)
+    config = TrainConfig(max_length=1024, reasoning_system_prompt="Reason first, then answer in <answer> tags.")
+    (tmp_path / "reasoning.jsonl").write_text("\n".join(head("stage3_train.jsonl", 3)) + "\n", encoding="utf-8")
+    (tmp_path / "replay.jsonl").write_text("\n".join(head("stage2_train.jsonl", 3)) + "\n", encoding="utf-8")
+    records = reasoning_records(tmp_path / "reasoning.jsonl", DataReport("r"), config)
+    replay = [json.loads(line) for line in head("stage2_train.jsonl", 3)]
+    examples = list(chat_examples(tmp_path / "r.jsonl", tokenizer, config, DataReport("r"), {},
+                                  records=[*records, *replay]))
+    for record, (ids, labels), system in zip([*records, *replay], examples,
+                                             [config.reasoning_system_prompt] * 3 + [config.system_prompt] * 3,
+                                             strict=True):
+        prompt = [token for token, label in zip(ids, labels, strict=True) if label == IGNORE]
+        assert prompt == PromptEncoder(tokenizer, system)([record["input"]])[0]
+
+
+def test_evaluation_asks_each_mode_with_its_training_prompt(run):
+    reasoning = read_json(run.metrics / "predictions.settings.json")
+    direct = read_json(run.metrics / "direct" / "predictions.settings.json")
+    config = read_json(run.metrics / "parameters.json")["config"]
+    assert (reasoning["system_prompt"], direct["system_prompt"]) == (REASONING_PROMPT, SYSTEM_PROMPT)
+    assert (config["reasoning_system_prompt"], config["system_prompt"]) == (REASONING_PROMPT, SYSTEM_PROMPT)
+    assert (reasoning["mode"], direct["mode"]) == ("reasoning", "direct")
+    rows = [json.loads(line) for line in (run.metrics / "direct" / "predictions.jsonl").read_text().splitlines()]
+    assert rows and all(r["format_ok"] is None for r in rows)  # the whole answer parsed, as in Stage 2
+    doc = read_json(run.metrics / "direct" / "metrics.json")
+    assert all("format_compliance" not in result for result in doc["tasks"].values())
+    modes = (run.metrics / "modes.md").read_text()
+    assert "| task | reasoning | direct | Δ direct-reasoning |" in modes
+    reasoned = read_json(run.metrics / "metrics.json")["tasks"]
+    for task, result in doc["tasks"].items():
+        score = reasoned[task]["mixed_score"]
+        assert f"| {task} | {score:.2f} | {result['mixed_score']:.2f} | {result['mixed_score'] - score:+.2f} |" in modes
+
+
+def test_direct_mode_predictions_rescore_as_direct(run, monkeypatch):
+    argv = ["score", "--predictions", "metrics/stage3/direct/predictions.jsonl", "--out", "rescored-direct"]
+    assert cli(monkeypatch, run.root, *argv) == 0
+    original = read_json(run.metrics / "direct" / "metrics.json")
+    rescored = read_json(run.root / "rescored-direct/metrics.json")
+    assert {t: r["mixed_score"] for t, r in rescored["tasks"].items()} == {
+        t: r["mixed_score"] for t, r in original["tasks"].items()}

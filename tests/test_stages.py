@@ -23,8 +23,10 @@ def test_the_three_stages_in_order():
 
 def test_stage_flags_come_from_the_stage():
     parser = build_parser()
-    assert parser.parse_args(["stage2", "evaluate", "--data", "t.jsonl"]).max_new_tokens == 64
-    assert parser.parse_args(["stage3", "evaluate", "--data", "t.jsonl"]).max_new_tokens == 512
+    assert [STAGES[s].max_new_tokens for s in ("stage2", "stage3")] == [64, 512]  # the default mode's budget
+    stage3_eval = parser.parse_args(["stage3", "evaluate", "--data", "t.jsonl"])
+    assert (stage3_eval.mode, stage3_eval.max_new_tokens) == ("reasoning", None)  # None: the mode's budget
+    assert not hasattr(parser.parse_args(["stage2", "evaluate", "--data", "t.jsonl"]), "mode")  # one mode
     assert parser.parse_args(["stage1", "train", "--data", "s.txt"]).base_model == paths.BASE_MODEL
     stage3 = parser.parse_args(["stage3", "train", "--data", "r.jsonl", "--replay-data", "s2.jsonl"])
     assert stage3.base_model == paths.model_dir(2) and stage3.config == paths.default_config(3)

@@ -88,7 +88,8 @@ def measure(model_dir: Path, work: Path, examples: int, answer: str, real: bool)
     _reset_peak()
     before = _status_mib("VmRSS")
     started = time.perf_counter()
-    evaluate_generation(stage("stage3" if reasoning else "stage2"), args, backend=backend)
+    evaluate_generation(stage("stage3" if reasoning else "stage2"), args, backend=backend,
+                        mode="reasoning" if reasoning else "direct")
     peak = _status_mib("VmHWM")
     return {"examples": examples, "answer": answer, "answer_tokens": new_tokens if real else len(backend.ids),
             "backend": "tiny model (real decoding)" if real else "fixed answers (real streaming/scoring path)",

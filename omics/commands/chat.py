@@ -20,7 +20,7 @@ def run(args: Namespace) -> None:
     tokenizer = load_tokenizer(model_dir, chat=True)
     model = load_model(model_dir, dtype=args.dtype).eval()
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    messages = [{"role": "system", "content": args.system or read_card(model_dir).system_prompt}]
+    messages = [{"role": "system", "content": args.system or read_card(model_dir).default_prompt}]
     print("omics chat: /reset to start over, /exit to quit")
     while True:
         try:

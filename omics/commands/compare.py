@@ -17,6 +17,9 @@ def run(args: Namespace) -> dict:
     missing = [str(p) for p in found.values() if not p.is_file()]
     if missing:
         raise UserError(f"no evaluation results at {', '.join(missing)}: run omics stageN evaluate first")
+    for s in stages:  # Stage 3 evaluated in direct mode too (--mode both|direct): its own column
+        if (direct := args.metrics_root / f"stage{s}" / "direct" / "metrics.json").is_file():
+            found[f"stage{s} direct"] = direct
     if len(found) < 2:
         raise UserError(f"fewer than two evaluated stages under {args.metrics_root}: nothing to compare")
     table, docs = compare_files(found)

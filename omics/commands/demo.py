@@ -20,18 +20,20 @@ def run(args: Namespace) -> None:
         build_tiny_llama(base)
     models, metrics = work / "models", work / "metrics"
     stage_test = str(SAMPLES / "stage2_test.jsonl")
+    stage_valid = str(SAMPLES / "stage2_valid.jsonl")  # validation by generation while training: the curves
     steps = [  # (command, the stage whose model and metrics folder it uses)
         (["stage1", "train", "--data", str(SAMPLES / "stage1_train.txt"),
           "--eval-data", str(SAMPLES / "stage1_heldout.txt"), "--base-model", str(base)], "stage1"),
         (["stage1", "evaluate", "--data", str(SAMPLES / "stage1_heldout.txt")], "stage1"),
         # the Stage 1 model answering the test questions: the "before" row of the comparison
         (["stage2", "evaluate", "--data", stage_test], "stage1"),
-        (["stage2", "train", "--data", str(SAMPLES / "stage2_train.jsonl"), "--base-model", str(models / "stage1")],
-         "stage2"),
+        (["stage2", "train", "--data", str(SAMPLES / "stage2_train.jsonl"), "--eval-data", stage_valid,
+          "--base-model", str(models / "stage1")], "stage2"),
         (["stage2", "evaluate", "--data", stage_test], "stage2"),
         (["stage3", "train", "--data", str(SAMPLES / "stage3_train.jsonl"),
-          "--replay-data", str(SAMPLES / "stage2_train.jsonl"), "--base-model", str(models / "stage2")], "stage3"),
-        (["stage3", "evaluate", "--data", stage_test], "stage3"),
+          "--replay-data", str(SAMPLES / "stage2_train.jsonl"), "--eval-data", stage_valid,
+          "--base-model", str(models / "stage2")], "stage3"),
+        (["stage3", "evaluate", "--data", stage_test, "--mode", "both"], "stage3"),
     ]
     for step, stage in steps:
         where = ["--metrics-dir", str(metrics / stage)]

@@ -132,12 +132,13 @@ def run(args: Namespace) -> int:
     prompt_ids = PromptIds(backend.tokenizer, max_length)
 
     def prompt(row: dict) -> np.ndarray:
-        return prompt_ids(str(row["input"]), str(row.get("system") or card.system_prompt))[0]
+        return prompt_ids(str(row["input"]), str(row.get("system") or card.default_prompt))[0]
 
     def finish(row: dict, generation: Generation) -> dict:
         text = row["generated"] = generation.text
         if row.get("task") in specs:
-            tagged = card.reasoning if card.stage else "<answer>" in text  # no card: the answer's own form
+            own_form = row.get("system") or not card.stage  # a row's own prompt, or no card: the answer's form
+            tagged = "<answer>" in text if own_form else card.reasoning
             row["prediction"] = parse_prediction(extract_answer(text)[0] if tagged else text, specs[row["task"]])
         return row
 

@@ -62,8 +62,20 @@ class PromptEncoder:
         self.prefix, self.suffix = (tokenizer(part, add_special_tokens=False)["input_ids"] for part in (prefix, suffix))
 
     def __call__(self, questions: list[str]) -> list[list[int]]:
-        bodies = self.tokenizer([q.strip() for q in questions], add_special_tokens=False)["input_ids"]
-        return [[*self.prefix, *body, *self.suffix] for body in bodies]
+        return [self.wrap(body) for body in self.bodies(questions)]
+
+    def bodies(self, questions: list[str]) -> list[list[int]]:
+        return self.tokenizer([q.strip() for q in questions], add_special_tokens=False)["input_ids"]
+
+    def wrap(self, body: list[int]) -> list[int]:
+        return [*self.prefix, *body, *self.suffix]
+
+
+def encode_each(questions: list[str], encoders: list[PromptEncoder]) -> list[list[int]]:
+    """Prompt ids of a batch whose questions each have their own system prompt: the questions tokenised in one
+    call (the system turn does not change how a question tokenises), each wrapped in its own prompt's parts."""
+    bodies = encoders[0].bodies(questions) if encoders else []
+    return [encode.wrap(body) for encode, body in zip(encoders, bodies, strict=True)]
 
 
 def with_task_prefix(record: dict, fraction: float, seed: int) -> str:
@@ -152,14 +164,23 @@ def chat_examples(
 
     A first pass over the labels finds those of a type their task contradicts (`label_kinds_kept`), so the
     second leaves them out. Fills `meta["task_summary"]` (per task: count, label type, range or classes) for
-    the evaluator, and the report's per-task shortening counts and warnings.
+    the evaluator, and the report's per-task shortening counts and warnings. A record is asked with its own
+    `system` prompt if it has one (Stage 3's reasoning examples: the reasoning prompt), else the config's.
     """
     eot = end_of_turn_id(tokenizer)
-    encode = PromptEncoder(tokenizer, config.system_prompt)
-    fixed = len(encode.prefix) + len(encode.suffix)
-    if config.max_length < fixed + 2:
-        raise DataError(f"max_length={config.max_length} leaves no room for a question and an answer beside the "
-                        f"prompt's fixed part ({fixed} tokens: system prompt and chat headers); raise max_length")
+    encoders: dict[str, PromptEncoder] = {}
+
+    def encoder(system: str) -> PromptEncoder:
+        if system not in encoders:
+            encoders[system] = encode = PromptEncoder(tokenizer, system)
+            fixed = len(encode.prefix) + len(encode.suffix)
+            if config.max_length < fixed + 2:
+                raise DataError(f"max_length={config.max_length} leaves no room for a question and an answer beside "
+                                f"the prompt's fixed part ({fixed} tokens: system prompt and chat headers); raise "
+                                "max_length")
+        return encoders[system]
+
+    encoder(config.system_prompt)
     records = None if records is None else list(records)
     kept, unusable = label_kinds_kept(records if records is not None else
                                       read_instructions(path, DataReport(str(path)), config.on_bad_line))
@@ -169,14 +190,16 @@ def chat_examples(
     consistent = consistent_labels(stream, kept, summaries, path, config, report)
     while batch := list(islice(consistent, TOKENIZE_BATCH)):
         questions = [with_task_prefix(r, config.task_prefix_fraction, config.seed) for r in batch]
-        encoded_prompts = encode(questions)
+        systems = [str(r.get("system") or config.system_prompt) for r in batch]
+        encoded_prompts = encode_each(questions, [encoder(system) for system in systems])
         answers = tokenizer([r["output"].strip() for r in batch], add_special_tokens=False)["input_ids"]
-        for record, question, prompt_ids, answer in zip(batch, questions, encoded_prompts, answers, strict=True):
+        for record, question, system, prompt_ids, answer in zip(batch, questions, systems, encoded_prompts, answers,
+                                                                strict=True):
             answer_ids = [*answer, eot]
             lengths.append(len(prompt_ids) + len(answer_ids))
             if lengths[-1] > config.max_length:
                 report.notes[f"examples longer than max_length={config.max_length}"] += 1
-                prompt_ids, answer_ids, cut = _fit(question, answer_ids, encode, config.max_length)
+                prompt_ids, answer_ids, cut = _fit(question, answer_ids, encoder(system), config.max_length)
                 report.notes[SHORTENED[cut]] += 1
                 report.shortened[record["task"]][cut] += 1
             yield [*prompt_ids, *answer_ids], [IGNORE] * len(prompt_ids) + answer_ids
@@ -187,7 +210,8 @@ def chat_examples(
 
 
 def reasoning_records(path: str | Path, report: DataReport, config: TrainConfig) -> list[dict]:
-    """Stage 3 records whose output is `<reasoning>…</reasoning> <answer>…</answer>`; others per the config."""
+    """Stage 3 records whose output is `<reasoning>…</reasoning> <answer>…</answer>`; others per the config.
+    Each is asked with the reasoning prompt (unless its row names a `system` of its own)."""
     kept = []
     for record in read_instructions(path, report, config.on_bad_line):
         if not has_wellformed_reasoning(record["output"]):
@@ -198,6 +222,7 @@ def reasoning_records(path: str | Path, report: DataReport, config: TrainConfig)
                 report.drop(record["line"], "output lacks well-formed <reasoning>/<answer> tags", record["task"])
                 continue
             report.notes["outputs without well-formed reasoning/answer tags, kept"] += 1
+        record.setdefault("system", config.reasoning_system_prompt)
         kept.append(record)
     return kept  # a file where every line was dropped already raised (no valid example)
 

@@ -33,7 +33,7 @@ from omics.evaluate.stream import PromptIds, ResultsLog, restart_point, resumed,
 from omics.evaluate.tasks import TaskSpec
 from omics.io import ensure_writable, write_text
 from omics.model_card import ModelCard, read_card
-from omics.stages import Stage
+from omics.stages import DIRECT_ANSWER_TOKENS, Stage
 
 log = logging.getLogger("omics")
 
@@ -125,8 +125,34 @@ def answer_row(record: dict, generation: Generation, specs: dict[str, TaskSpec],
     return row
 
 
-def evaluate_generation(stage: Stage, args: Any, backend: Backend | None = None) -> dict:
+def evaluate_stage(stage: Stage, args: Any) -> dict:
+    """`omics stageN evaluate` of a generation stage, in each mode asked (`--mode`; a one-mode stage: its own):
+    the default mode's results in --metrics-dir, another's in --metrics-dir/<mode>; with two, `modes.md`
+    compares them per task (what reasoning adds or costs)."""
+    asked = getattr(args, "mode", stage.modes[0])
+    modes = stage.modes if asked == "both" else (asked,)
+    docs = {mode: evaluate_generation(stage, args, mode=mode, results_dir=mode_dir(stage, args.metrics_dir, mode))
+            for mode in modes}
+    if len(docs) > 1:
+        table, _ = compare_files({mode: (mode_dir(stage, args.metrics_dir, mode) or args.metrics_dir) / "metrics.json"
+                                  for mode in docs})
+        print(f"\n{stage.name}, {' vs '.join(docs)} mode:\n{table}")
+        write_text(args.metrics_dir / "modes.md", f"# {stage.name}: {' vs '.join(docs)} mode\n\n{table}\n")
+    return docs[modes[0]]
+
+
+def mode_dir(stage: Stage, metrics_dir: Path, mode: str) -> Path | None:
+    """None (--metrics-dir itself) for the stage's default mode; `<metrics-dir>/<mode>` for another."""
+    return None if mode == stage.modes[0] else metrics_dir / mode
+
+
+def evaluate_generation(stage: Stage, args: Any, backend: Backend | None = None, mode: str | None = None,
+                        results_dir: Path | None = None) -> dict:
     """`omics stageN evaluate` for Stages 2-3: every file of evaluation.md §4 under args.metrics_dir.
+
+    `mode` "direct" asks with the training system prompt and parses the whole answer; "reasoning" asks with the
+    reasoning prompt Stage 3 trained its reasoning examples with and reads the answer inside <answer> tags.
+    Results go to `results_dir` (default args.metrics_dir, whose training records are read either way).
 
     Streams: the data file is read twice (label summary, then prompts by windows), rows are appended to
     predictions.jsonl batch by batch, and scoring reads that file back; `--resume` continues a killed run.
@@ -135,8 +161,9 @@ def evaluate_generation(stage: Stage, args: Any, backend: Backend | None = None)
     from omics.evaluate.generate import make_backend
     from omics.model import require_model_dir
 
-    metrics_dir: Path = args.metrics_dir
-    reasoning = stage.reasoning
+    metrics_dir: Path = results_dir or args.metrics_dir
+    mode = mode or stage.modes[0]
+    reasoning = mode == "reasoning"
     if args.resume and not args.overwrite and (metrics_dir / "metrics.json").is_file():
         raise UserError(f"{metrics_dir} holds a finished evaluation (metrics.json); nothing to resume. "
                         "Pass --overwrite to run it again.")
@@ -144,7 +171,8 @@ def evaluate_generation(stage: Stage, args: Any, backend: Backend | None = None)
         ensure_writable(metrics_dir / "metrics.json", args.overwrite)
     model_dir = require_model_dir(args.model, f"Train it first: omics {stage.name} train, or pass --model DIR.")
     card = read_card(model_dir)
-    system = card.system_prompt
+    system = card.reasoning_prompt if reasoning else card.system_prompt
+    max_new_tokens = args.max_new_tokens or (stage.max_new_tokens if mode == stage.modes[0] else DIRECT_ANSWER_TOKENS)
     max_length = args.max_length or card.max_length
     if args.max_samples is not None and args.max_samples < 1:
         raise UserError(f"--max-samples must be at least 1, got {args.max_samples}")
@@ -156,10 +184,11 @@ def evaluate_generation(stage: Stage, args: Any, backend: Backend | None = None)
     warnings = task_warnings(train_summary, report.tasks)  # the evaluated tasks
     for warning in warnings:
         log.warning("%s", warning)
-    backend = backend or make_backend(args.backend, model_dir, args.max_new_tokens, args.batch_tokens, args.dtype)
-    settings = {"stage": stage.number, "data": str(Path(args.data).resolve()), "data_sha256": file_sha256(args.data),
+    backend = backend or make_backend(args.backend, model_dir, max_new_tokens, args.batch_tokens, args.dtype)
+    settings = {"stage": stage.number, "mode": mode, "data": str(Path(args.data).resolve()),
+                "data_sha256": file_sha256(args.data),
                 "model": str(Path(model_dir).resolve()), "model_files": model_fingerprint(model_dir),
-                "backend": backend.name, "max_samples": args.max_samples, "max_new_tokens": args.max_new_tokens,
+                "backend": backend.name, "max_samples": args.max_samples, "max_new_tokens": max_new_tokens,
                 "max_length": max_length, "system_prompt": system, "dtype": getattr(args, "dtype", "auto"),
                 "batch_tokens": default_batch_tokens(args.batch_tokens)}  # batches shape the float rounding
     results_log = ResultsLog(metrics_dir / "predictions.jsonl", settings)
@@ -189,7 +218,7 @@ def evaluate_generation(stage: Stage, args: Any, backend: Backend | None = None)
     results, overall = score_rows(rows, specs, reasoning)
     generated = len(rows) - done
     meta = {
-        "stage": stage.number, "model": settings["model"], "data": settings["data"],
+        "stage": stage.number, "mode": mode, "model": settings["model"], "data": settings["data"],
         "data_sha256": settings["data_sha256"],
         "backend": backend.name, "n_examples": len(rows), "resumed_after": done,
         "generation_seconds": round(seconds, 2), "examples_per_second": round(generated / max(seconds, 1e-9), 3),
@@ -198,10 +227,11 @@ def evaluate_generation(stage: Stage, args: Any, backend: Backend | None = None)
         "prompts_question_cut": {task: fits[task, "question_cut"] for task in specs},
         "task_specs": {task: spec.to_dict() for task, spec in specs.items()},
     }
-    doc = write_metrics(metrics_dir, results, overall, meta, tag=stage.name)
+    label = stage.name if results_dir is None else f"{stage.name}-{mode}"
+    doc = write_metrics(metrics_dir, results, overall, meta, tag=label)
     print(format_table(results, overall))
     print(prompt_fit_summary(meta, max_length))
-    _write_comparison(stage, metrics_dir, meta["data_sha256"])
+    _write_comparison(label, stage, args.metrics_dir, metrics_dir, meta["data_sha256"])
     return doc
 
 
@@ -219,16 +249,27 @@ def prompt_fit_summary(meta: dict, max_length: int | None) -> str:
     return text
 
 
-def _write_comparison(stage: Stage, metrics_dir: Path, data_sha: str) -> None:
+def _write_comparison(label: str, stage: Stage, stage_dir: Path, metrics_dir: Path, data_sha: str) -> None:
     """When an earlier stage was evaluated on the same file, print and save the per-task deltas (§4)."""
     ours = (metrics_dir / "metrics.json").resolve()  # e.g. the Stage 1 model evaluated into metrics/stage1
-    earlier = {f"stage{s}": metrics_dir.parent / f"stage{s}" / "metrics.json" for s in range(1, stage.number)}
+    earlier = {f"stage{s}": stage_dir.parent / f"stage{s}" / "metrics.json" for s in range(1, stage.number)}
     same = {k: p for k, p in earlier.items() if p.is_file() and p.resolve() != ours
             and json.loads(p.read_text())["meta"].get("data_sha256") == data_sha}
     if same:
-        table, _ = compare_files({**same, stage.name: metrics_dir / "metrics.json"})
+        table, _ = compare_files({**same, label: metrics_dir / "metrics.json"})
         print(table)
         write_text(metrics_dir / "comparison.md", table + "\n")
+
+
+def validation_scalars(result: dict) -> dict[str, float]:
+    """A task's validation curves: Mixed Score, paper metric, valid rate, format compliance, collapse (0/1)."""
+    scalars = {"mixed_score": result["mixed_score"], "valid_rate": result["valid_rate"],
+               "collapse": float(any("collapse:" in w for w in result["warnings"]))}
+    if (paper := result.get("paper_metric") or {}).get("value") is not None:
+        scalars["paper_metric"] = paper["value"]
+    if "format_compliance" in result:
+        scalars["format_compliance"] = result["format_compliance"]
+    return scalars
 
 
 class GenerationEvalCallback(TrainerCallback):
@@ -247,7 +288,7 @@ class GenerationEvalCallback(TrainerCallback):
         self.tokenizer, self.max_new_tokens = tokenizer, max_new_tokens
         self.reasoning, self.log_dir = reasoning, log_dir
 
-    def on_evaluate(self, args, state, control, model=None, **kwargs):
+    def on_evaluate(self, args, state, control, model=None, metrics=None, **kwargs):
         from torch.utils.tensorboard import SummaryWriter
 
         from omics.evaluate.generate import HFBackend
@@ -263,11 +304,16 @@ class GenerationEvalCallback(TrainerCallback):
                 for row in batch]
         model.train(was_training)
         results, overall = score_rows(rows, self.specs, self.reasoning)
+        scalars = {"mixed_score_mean": overall["mixed_score_mean"]}
+        for task, result in results.items():
+            scalars |= {f"{task}/{name}": value for name, value in validation_scalars(result).items()}
         with SummaryWriter(str(self.log_dir), filename_suffix=".generation") as writer:
-            writer.add_scalar("eval_generation/mixed_score_mean", overall["mixed_score_mean"], state.global_step)
-            for task, result in results.items():
-                writer.add_scalar(f"eval_generation/{task}/mixed_score", result["mixed_score"], state.global_step)
-                writer.add_scalar(f"eval_generation/{task}/valid_rate", result["valid_rate"], state.global_step)
+            for name, value in scalars.items():
+                writer.add_scalar(f"eval_generation/{name}", value, state.global_step)
+        if metrics is not None:  # what best_model_metric=mixed_score compares (HF reads it after this callback)
+            metrics["eval_mixed_score"] = overall["mixed_score_mean"]
+        state.log_history.append({"step": state.global_step, "eval_mixed_score": overall["mixed_score_mean"],
+                                  **{f"eval_{name}": value for name, value in scalars.items() if "/" in name}})
         log.info("generation eval at step %d: mixed score %.2f over %d answers%s", state.global_step,
                  overall["mixed_score_mean"], len(rows),
                  "".join(f"; {t}: {w}" for t, r in results.items() for w in r["warnings"]))

@@ -178,7 +178,9 @@ def rescore(predictions: Path, train_data: Path | None, out: Path | None, train_
     """`omics score`: re-parse and re-score any system's outputs; no model, no GPU, no torch. `train_summary` (a
     model folder's, `score --model`; {} for none) replaces the training summary found beside the predictions."""
     rows, file_format, unlabeled = read_scored_rows(predictions)
-    reasoning = any(r.get("format_ok") is not None or "</answer>" in r["generated"] for r in rows)
+    ours = [r for r in rows if "format_ok" in r]  # our rows say their mode (Stage 3 direct: None); others: the tags
+    reasoning = any(r["format_ok"] is not None for r in ours) if ours else any("</answer>" in r["generated"]
+                                                                               for r in rows)
     specs = _specs(rows, training_summary(train_data, predictions.parent) if train_summary is None else train_summary)
     parse_rows(rows, specs, reasoning)
     results, overall = score_rows(rows, specs, reasoning)

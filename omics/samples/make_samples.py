@@ -24,7 +24,8 @@ NUCLEOTIDE_NAMES = {"A": "adenine", "C": "cytosine", "G": "guanine", "U": "uraci
 # Stage 1: lines per file, mixed DNA:RNA:protein = 2:1:1 as in the paper.
 PRETRAIN_FILES = {"stage1_train.txt": 600, "stage1_heldout.txt": 120}
 # Stages 2-3: examples per task per file (five tasks, equal counts).
-INSTRUCTION_FILES = {"stage2_train.jsonl": 300, "stage2_test.jsonl": 30, "stage3_train.jsonl": 80}
+INSTRUCTION_FILES = {"stage2_train.jsonl": 300, "stage2_test.jsonl": 30, "stage3_train.jsonl": 80,
+                     "stage2_valid.jsonl": 20}  # validation during training (the demo), apart from the test set
 
 Example = tuple[str, str, str | float, str]  # input, output, label, reasoning
 

@@ -1,4 +1,5 @@
-"""Stage 3 evaluate: as Stage 2, reading the answer inside <answer>…</answer> and reporting format compliance."""
+"""Stage 3 evaluate: as Stage 2, in reasoning mode (the reasoning prompt; the answer read inside <answer>…</answer>,
+format compliance reported), direct mode (Stage 2's prompt and parsing: what replay kept) or both, side by side."""
 
 from __future__ import annotations
 
