@@ -50,6 +50,7 @@ def _train_parser(sub, stage: int) -> None:
     p.add_argument("--base-model", type=Path, default=paths.default_base_model(stage))
     p.add_argument("--output-dir", type=Path, default=paths.model_dir(stage))
     p.add_argument("--metrics-dir", type=Path, default=paths.metrics_dir(stage))
+    p.add_argument("--cache-dir", type=Path, help=f"tokenised-data cache (default: {paths.CACHE} beside --output-dir)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     _common(p)
 

@@ -86,6 +86,10 @@ class RunArgs:
     extra_data: dict[str, Path] = field(default_factory=dict)  # e.g. Stage 3's replay file
     resume: bool = False
     overwrite: bool = False
+    cache_dir: Path | None = None  # the tokenised data; None: beside the model folder (paths.cache_dir)
+
+    def __post_init__(self) -> None:
+        self.cache_dir = self.cache_dir or paths.cache_dir(self.output_dir)
 
     def data_files(self) -> dict[str, Path | None]:
         """What the run reads besides its base model, by command-line flag."""
@@ -98,7 +102,7 @@ class RunArgs:
         return cls(data=args.data, eval_data=args.eval_data, base_model=args.base_model,
                    output_dir=args.output_dir, metrics_dir=args.metrics_dir, config=args.config,
                    overrides=args.overrides, extra_data={"replay": replay} if replay else {},
-                   resume=args.resume, overwrite=args.overwrite)
+                   resume=args.resume, overwrite=args.overwrite, cache_dir=args.cache_dir)
 
 
 def versions() -> dict[str, str]:
@@ -210,7 +214,8 @@ def reset_directories(args: RunArgs, run: Run) -> Path:
 def hold_directories(args: RunArgs) -> Run:
     """The run's two folders, locked and checked against what it reads (see omics.runs)."""
     return Run({"--output-dir": (args.output_dir, None), "--metrics-dir": (args.metrics_dir, None)},
-               {"--base-model": args.base_model, **args.data_files()}, continue_pending=args.resume)
+               {"--base-model": args.base_model, "--cache-dir": args.cache_dir, **args.data_files()},
+               continue_pending=args.resume)
 
 
 def data_key(recipe: Recipe, path: Path, tokenizer, config: TrainConfig, extra: dict[str, Path]) -> str:
@@ -222,7 +227,7 @@ def data_key(recipe: Recipe, path: Path, tokenizer, config: TrainConfig, extra: 
     )
 
 
-def build_dataset(recipe: Recipe, path: Path, tokenizer, config: TrainConfig, extra: dict[str, Path]):
+def build_dataset(recipe: Recipe, path: Path, tokenizer, config: TrainConfig, extra: dict[str, Path], cache_dir: Path):
     """Tokenised, packed blocks of one data file, cached by content, tokenizer and the settings that matter."""
     key = data_key(recipe, path, tokenizer, config, extra)
     report = DataReport(str(path))
@@ -232,7 +237,7 @@ def build_dataset(recipe: Recipe, path: Path, tokenizer, config: TrainConfig, ex
         return {**meta, "report": report.to_dict(), "summary": report.summary()}
 
     blocks, stored = cached_blocks(
-        paths.ARCHIVE / "cache" / f"stage{recipe.stage}-{key}",
+        cache_dir / f"stage{recipe.stage}-{key}",
         lambda: pack(recipe.examples(path, tokenizer, config, report, meta), config.max_length),
         finish,
     )
@@ -248,7 +253,7 @@ def choose_max_length(recipe: Recipe, args: RunArgs, tokenizer, config: TrainCon
     from omics.data.instructions import auto_max_length, length_stats
 
     key = data_key(recipe, args.data, tokenizer, config, args.extra_data)
-    cached = paths.ARCHIVE / "cache" / f"stage{recipe.stage}-max-length-{key}.json"
+    cached = args.cache_dir / f"stage{recipe.stage}-max-length-{key}.json"
     hit = cached.is_file()
     if hit:
         choice = json.loads(cached.read_text())
@@ -371,13 +376,13 @@ def _train(recipe: Recipe, args: RunArgs, run: Run) -> dict[str, Any]:
     tokenizer = load_tokenizer(base, chat=recipe.chat)
     if config.max_length == 0:
         config.max_length = choose_max_length(recipe, args, tokenizer, config)
-    train_set, train_meta = build_dataset(recipe, args.data, tokenizer, config, args.extra_data)
+    train_set, train_meta = build_dataset(recipe, args.data, tokenizer, config, args.extra_data, args.cache_dir)
     eval_data = args.eval_data
     if recipe.chat and eval_data:  # validation sized for the run: eval_max_samples, stratified by task
         from omics.evaluate.run import eval_subset
 
-        eval_data = eval_subset(eval_data, config.eval_max_samples)
-    eval_set = build_dataset(recipe, eval_data, tokenizer, config, {})[0] if eval_data else None
+        eval_data = eval_subset(eval_data, config.eval_max_samples, args.cache_dir)
+    eval_set = build_dataset(recipe, eval_data, tokenizer, config, {}, args.cache_dir)[0] if eval_data else None
     checkpoints = reset_directories(args, run)
     write_json(args.metrics_dir / "data_report.json", train_meta)
     torch.manual_seed(config.seed)

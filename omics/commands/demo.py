@@ -6,8 +6,7 @@ from __future__ import annotations
 from argparse import Namespace
 from pathlib import Path
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
-DEMO_CONFIGS = Path(__file__).resolve().parent.parent.parent / "configs" / "demo"
+from omics.paths import DEMO_CONFIGS, SAMPLES
 
 
 def run(args: Namespace) -> None:
