@@ -24,23 +24,20 @@ def blocks(cache: Path) -> dict[str, int]:
 
 
 def test_cache_lives_beside_the_model_or_in_cache_dir(tiny_model, tmp_path, monkeypatch):
-    project = tmp_path / "project"
+    project, elsewhere, shared = tmp_path / "project", tmp_path / "elsewhere", tmp_path / "shared"
     project.mkdir()
     (project / "train.txt").write_text("".join(f"{'ACGT' * (5 + i % 7)}\n" for i in range(16)))
-    for run in ("a", "b"):  # two runs elsewhere: each caches beside its own model
-        assert train(monkeypatch, project, tiny_model, tmp_path / "elsewhere" / run) == 0
-        assert len(blocks(tmp_path / "elsewhere" / run / CACHE)) == 1
-    assert not (project / "archive").exists()
-    first = blocks(tmp_path / "elsewhere" / "a" / CACHE)
-    assert train(monkeypatch, project, tiny_model, tmp_path / "elsewhere" / "a", "--overwrite") == 0
-    assert blocks(tmp_path / "elsewhere" / "a" / CACHE) == first  # kept and read again, not rebuilt
-
-    shared = tmp_path / "shared"
-    assert train(monkeypatch, project, tiny_model, tmp_path / "c", "--cache-dir", str(shared)) == 0
+    assert train(monkeypatch, project, tiny_model, elsewhere / "a") == 0
+    beside = blocks(elsewhere / "a" / CACHE)
+    assert len(beside) == 1
+    assert train(monkeypatch, project, tiny_model, elsewhere / "b", "--cache-dir", str(shared)) == 0
     written = blocks(shared)
-    assert train(monkeypatch, project, tiny_model, tmp_path / "d", "--cache-dir", str(shared)) == 0
-    assert len(written) == 1 and blocks(shared) == written  # the second run read the first one's cache
-    assert not (tmp_path / "c" / CACHE).exists() and not (tmp_path / "d" / CACHE).exists()
+    assert len(written) == 1 and not (elsewhere / "b" / CACHE).exists()
+    assert train(monkeypatch, project, tiny_model, tmp_path / "c", "--cache-dir", str(shared)) == 0
+    assert blocks(shared) == written and not (tmp_path / "c" / CACHE).exists()  # read, not written again
+    assert train(monkeypatch, project, tiny_model, elsewhere / "a", "--overwrite") == 0
+    assert blocks(elsewhere / "a" / CACHE) == beside  # --overwrite keeps the cache: read again, not rebuilt
+    assert not (project / "archive").exists()
 
 
 def test_cache_dir_inside_an_output_folder_is_refused(tiny_model, tmp_path, monkeypatch, caplog):

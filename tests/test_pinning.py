@@ -7,21 +7,14 @@ import os
 
 import pytest
 import torch
+from helpers import SAMPLES, head
 
 from omics import device
 from omics.cli import main
 from omics.commands import demo
 from omics.errors import UserError
 
-FAST_TRAIN = [f"--set={item}" for item in ("max_steps=2", "save_steps=2", "eval_steps=2", "micro_batch_size=2")]
-FAST_ANSWERS = ["--max-samples", "1", "--max-new-tokens", "4"]
-
-
-def shortened(step: list[str]) -> list[str]:
-    """A demo step made fast: 2 training steps, or one answer of 4 tokens per task (Stage 1's pass stays)."""
-    if step[1] == "train":
-        return [*step, *FAST_TRAIN]
-    return step if step[0] == "stage1" else [*step, *FAST_ANSWERS]
+FAST_TRAIN = ["--set=max_steps=2", "--set=save_steps=2", "--set=eval_steps=2"]  # the demo's: 40 steps
 
 
 @pytest.fixture
@@ -53,17 +46,21 @@ def test_no_visible_gpu_stays_none(fresh_process):
 
 
 def test_demo_steps_in_one_process_keep_the_pinned_gpu(fresh_process, tiny_model, tmp_path, caplog):
-    """The demo's first three steps (train, evaluate, the next stage's evaluation of that model) with --gpu 1:
-    each finds GPU 5 still pinned, instead of looking for a second GPU among the one left visible."""
+    """The demo's first three steps (Stage 1 train and evaluate, Stage 2's evaluation of that model) with --gpu 1,
+    on the first lines of the samples: each step after the first finds GPU 5 still pinned, instead of looking for a
+    second GPU among the one left visible."""
     fresh_process.chdir(tmp_path)
-    work = tmp_path / "demo"
+    samples, work = tmp_path / "samples", tmp_path / "demo"
+    samples.mkdir()
+    for sample in SAMPLES.glob("stage*"):
+        (samples / sample.name).write_text("".join(f"{line}\n" for line in head(sample.name, 10)), encoding="utf-8")
     work.mkdir()
     (work / "base-model").symlink_to(tiny_model)
-    for step, _ in demo.steps(work, gpu=1)[:3]:
-        assert main(shortened(step)) == 0
+    for step, _ in demo.steps(work, 1, samples)[:3]:
+        assert main([*step, *(FAST_TRAIN if step[1] == "train" else [])]) == 0
         assert os.environ["CUDA_VISIBLE_DEVICES"] == "5", step[:2]
     recorded = json.loads((work / "metrics" / "stage1" / "parameters.json").read_text())["device"]
     assert recorded["cuda_visible_devices"] == "5"
     assert (work / "metrics" / "stage1" / "metrics.json").is_file()  # the third step's results
-    assert main(demo.steps(work, gpu=0)[1][0]) == 2
+    assert main(demo.steps(work, 0, samples)[1][0]) == 2
     assert "--gpu 0: this process already uses --gpu 1" in caplog.text

@@ -9,22 +9,22 @@ from pathlib import Path
 from omics.paths import DEMO_CONFIGS, SAMPLES
 
 
-def steps(work: Path, gpu: int) -> list[tuple[list[str], str]]:
+def steps(work: Path, gpu: int, samples: Path = SAMPLES) -> list[tuple[list[str], str]]:
     """The demo's commands in order, each with the stage whose model and metrics folder under `work` it uses, all
-    on one GPU (pinned once per process: see device.pin_one_gpu)."""
+    on one GPU (pinned once per process: see device.pin_one_gpu), on the bundled `samples` or files named alike."""
     base, models, metrics = work / "base-model", work / "models", work / "metrics"
-    stage_test = str(SAMPLES / "stage2_test.jsonl")
+    stage_test = str(samples / "stage2_test.jsonl")
     commands = [  # (command, the stage whose model and metrics folder it uses)
-        (["stage1", "train", "--data", str(SAMPLES / "stage1_train.txt"),
-          "--eval-data", str(SAMPLES / "stage1_heldout.txt"), "--base-model", str(base)], "stage1"),
-        (["stage1", "evaluate", "--data", str(SAMPLES / "stage1_heldout.txt")], "stage1"),
+        (["stage1", "train", "--data", str(samples / "stage1_train.txt"),
+          "--eval-data", str(samples / "stage1_heldout.txt"), "--base-model", str(base)], "stage1"),
+        (["stage1", "evaluate", "--data", str(samples / "stage1_heldout.txt")], "stage1"),
         # the Stage 1 model answering the test questions: the "before" row of the comparison
         (["stage2", "evaluate", "--data", stage_test], "stage1"),
-        (["stage2", "train", "--data", str(SAMPLES / "stage2_train.jsonl"), "--base-model", str(models / "stage1")],
+        (["stage2", "train", "--data", str(samples / "stage2_train.jsonl"), "--base-model", str(models / "stage1")],
          "stage2"),
         (["stage2", "evaluate", "--data", stage_test], "stage2"),
-        (["stage3", "train", "--data", str(SAMPLES / "stage3_train.jsonl"),
-          "--replay-data", str(SAMPLES / "stage2_train.jsonl"), "--base-model", str(models / "stage2")], "stage3"),
+        (["stage3", "train", "--data", str(samples / "stage3_train.jsonl"),
+          "--replay-data", str(samples / "stage2_train.jsonl"), "--base-model", str(models / "stage2")], "stage3"),
         (["stage3", "evaluate", "--data", stage_test], "stage3"),
     ]
     out = []
