@@ -20,6 +20,8 @@ FAST_TRAIN = ["--set=max_steps=2", "--set=save_steps=2", "--set=eval_steps=2"]  
 @pytest.fixture
 def fresh_process(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """A process that has pinned nothing yet, on a machine whose GPUs 3 and 5 are visible."""
+    if torch.cuda.is_initialized():
+        pytest.skip("CUDA already started in this test process: pinning needs a process that has not")
     monkeypatch.setattr(device, "_pinned", None)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
@@ -45,6 +47,7 @@ def test_no_visible_gpu_stays_none(fresh_process):
     assert device.pin_one_gpu(0).startswith("none") and os.environ["CUDA_VISIBLE_DEVICES"] == ""
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="GPUs 3 and 5 would hide the real GPUs from later tests")
 def test_demo_steps_in_one_process_keep_the_pinned_gpu(fresh_process, tiny_model, tmp_path, caplog):
     """The demo's first three steps (Stage 1 train and evaluate, Stage 2's evaluation of that model) with --gpu 1,
     on the first lines of the samples: each step after the first finds GPU 5 still pinned, instead of looking for a
