@@ -4,7 +4,7 @@ against `omics.model.merge_adapter` (fp32 sum, stochastic rounding).
     python benchmarks/merge_precision.py --out benchmarks/results/merge-precision.json
 
 Part 1, weight space at Llama-3.1-8B widths (q_proj 4096x4096, down_proj 14336→4096, LoRA r and alpha of
-configs/stage1.yaml and stage2.yaml, PEFT's A initialisation): the merged delta (merged - base) against the
+omics/configs/stage1.yaml and stage2.yaml, PEFT's A initialisation): the merged delta (merged - base) against the
 true delta, for delta sizes from 0.1% to 10% of the weight's RMS. Part 2, loss: the tiny Llama trained with
 LoRA through `omics stage2 train`, its base stored in bf16; the answer-only loss of the adapter model, of the
 nearest merge and of the stochastic merge (fp32 compute, so only the weights' storage differs).
@@ -28,11 +28,11 @@ from omics.config import TrainConfig
 from omics.data.packing import PackedCollator
 from omics.loss import MergeCheck
 from omics.model import load_tokenizer, merge_adapter
-from omics.stage2.train import recipe
+from omics.paths import SAMPLES, cache_dir
+from omics.stage2.train import STAGE
 from omics.tiny import build_tiny_llama
 from omics.train import build_dataset
 
-SAMPLES = Path(__file__).resolve().parent.parent / "omics" / "samples"
 SHAPES = {"q_proj": (4096, 4096), "down_proj": (4096, 14336)}  # (out, in)
 RANKS = {"stage1": (128, 64), "stage2": (64, 32)}  # r, alpha
 RATIOS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1]
@@ -114,7 +114,8 @@ def loss_gap(workdir: Path, steps: int, learning_rate: float) -> dict:
                   *[a for o in overrides for a in ("--set", o)]]) == 0
     tokenizer = load_tokenizer(tiny, chat=True)
     config = TrainConfig(**json.loads((out / "metrics" / "parameters.json").read_text())["config"])
-    held_out = build_dataset(recipe(), SAMPLES / "stage2_test.jsonl", tokenizer, config, {})[0]
+    held_out = build_dataset(STAGE, SAMPLES / "stage2_test.jsonl", tokenizer, config, {},
+                             cache_dir(out / "model"))[0]
     check = MergeCheck.first_blocks(held_out, PackedCollator(tokenizer.pad_token_id), count=len(held_out))
     base = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.bfloat16)
     trained = PeftModel.from_pretrained(copy.deepcopy(base), out / "model" / "adapter")

@@ -51,6 +51,7 @@ def _train_parser(sub, stage: Stage) -> None:
     p.add_argument("--base-model", type=Path, default=stage.starts_from)
     p.add_argument("--output-dir", type=Path, default=stage.model_dir)
     p.add_argument("--metrics-dir", type=Path, default=stage.metrics_dir)
+    p.add_argument("--cache-dir", type=Path, help=f"tokenised-data cache (default: {paths.CACHE} beside --output-dir)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     p.add_argument("--dry-run", type=int, nargs="?", const=3, metavar="N", help="train nothing, write nothing: show "
                    "N (default 3) examples as trained, the lengths, packing, steps, parameters and memory")

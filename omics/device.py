@@ -18,20 +18,34 @@ from omics.errors import UserError
 log = logging.getLogger("omics")
 
 
+_pinned: tuple[int, str] | None = None  # (--gpu index, what it made visible): CUDA reads the variable only once
+
+
 def pin_one_gpu(index: int = 0) -> str:
-    """Make exactly one GPU visible: the `index`-th of those visible now. Returns what was pinned."""
+    """Make exactly one GPU visible: the `index`-th of those visible now. Returns what was pinned. Once per
+    process: a later call (the demo runs each step in-process) with the same index keeps that GPU, even after
+    CUDA started; another index is refused, since the first GPU can no longer be released."""
+    global _pinned
+    if _pinned is not None:
+        pinned_index, chosen = _pinned
+        if index != pinned_index:
+            raise UserError(f"--gpu {index}: this process already uses --gpu {pinned_index} "
+                            f"(CUDA_VISIBLE_DEVICES={chosen}); run another command for another GPU")
+        return chosen
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         raise RuntimeError("CUDA was initialised before the GPU was pinned; call pin_one_gpu first")
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    candidates = [d.strip() for d in visible.split(",") if d.strip()] if visible else None
+    candidates = [d.strip() for d in visible.split(",") if d.strip()] if visible is not None else None
     if candidates is not None and not candidates:
-        return "none (CUDA_VISIBLE_DEVICES is empty)"
-    if candidates is not None and index >= len(candidates):
+        chosen = "none (CUDA_VISIBLE_DEVICES is empty)"
+    elif candidates is not None and index >= len(candidates):
         raise UserError(f"--gpu {index}: only {len(candidates)} GPU(s) visible ({visible})")
-    chosen = candidates[index] if candidates is not None else str(index)
-    os.environ["CUDA_VISIBLE_DEVICES"] = chosen
-    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    else:
+        chosen = candidates[index] if candidates is not None else str(index)
+        os.environ["CUDA_VISIBLE_DEVICES"] = chosen
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    _pinned = (index, chosen)
     return chosen
 
 

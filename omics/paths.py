@@ -1,12 +1,28 @@
-"""The request's directory layout, relative to the project root (the current directory)."""
+"""The request's directory layout, relative to the project root (the current directory), and the files shipped
+inside the package (configs, samples), found wherever omics is installed."""
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 BASE_MODEL = Path("Meta-Llama-3.1-8B")
 ARCHIVE = Path("archive")
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CACHE = ".omics-cache"  # beside a run's model folder: see cache_dir
+
+
+def _shipped(name: str) -> Path:
+    """A folder of package data, through importlib.resources: the same code finds it in a checkout, an editable
+    install and a wheel install (pip unpacks wheels, so it is a real folder)."""
+    folder = resources.files("omics") / name
+    if not isinstance(folder, Path):
+        raise RuntimeError(f"omics' package data must be on disk, found {folder}: install omics with pip")
+    return folder
+
+
+CONFIGS = _shipped("configs")
+DEMO_CONFIGS = CONFIGS / "demo"
+SAMPLES = _shipped("samples")
 
 
 def model_dir(stage: int) -> Path:
@@ -19,3 +35,9 @@ def metrics_dir(stage: int) -> Path:
 
 def default_config(stage: int) -> Path:
     return CONFIGS / f"stage{stage}.yaml"
+
+
+def cache_dir(output_dir: Path) -> Path:
+    """The tokenised-data cache of a run: beside its model folder, so runs of one project share it, a copied
+    model folder carries no cache, and --overwrite (which sets a run folder's own entries aside) never drops it."""
+    return output_dir.parent / CACHE

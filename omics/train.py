@@ -75,6 +75,10 @@ class RunArgs:
     resume: bool = False
     overwrite: bool = False
     dry_run: int | None = None  # --dry-run N: show N examples and what the run would cost, train nothing
+    cache_dir: Path | None = None  # the tokenised data; None: beside the model folder (paths.cache_dir)
+
+    def __post_init__(self) -> None:
+        self.cache_dir = self.cache_dir or paths.cache_dir(self.output_dir)
 
     def data_files(self) -> dict[str, Path | None]:
         """What the run reads besides its base model, by command-line flag."""
@@ -87,7 +91,7 @@ class RunArgs:
         return cls(data=args.data, eval_data=args.eval_data, base_model=args.base_model,
                    output_dir=args.output_dir, metrics_dir=args.metrics_dir, config=args.config,
                    overrides=args.overrides, extra_data=extra, resume=args.resume, overwrite=args.overwrite,
-                   dry_run=getattr(args, "dry_run", None))
+                   dry_run=getattr(args, "dry_run", None), cache_dir=args.cache_dir)
 
 
 def versions() -> dict[str, str]:
@@ -199,7 +203,8 @@ def reset_directories(args: RunArgs, run: Run) -> Path:
 def hold_directories(args: RunArgs) -> Run:
     """The run's two folders, locked and checked against what it reads (see omics.runs)."""
     return Run({"--output-dir": (args.output_dir, None), "--metrics-dir": (args.metrics_dir, None)},
-               {"--base-model": args.base_model, **args.data_files()}, continue_pending=args.resume)
+               {"--base-model": args.base_model, "--cache-dir": args.cache_dir, **args.data_files()},
+               continue_pending=args.resume)
 
 
 def data_key(stage: Stage, path: Path, tokenizer, config: TrainConfig, extra: dict[str, Path]) -> str:
@@ -211,7 +216,7 @@ def data_key(stage: Stage, path: Path, tokenizer, config: TrainConfig, extra: di
     )
 
 
-def build_dataset(stage: Stage, path: Path, tokenizer, config: TrainConfig, extra: dict[str, Path]):
+def build_dataset(stage: Stage, path: Path, tokenizer, config: TrainConfig, extra: dict[str, Path], cache_dir: Path):
     """Tokenised, packed blocks of one data file, cached by content, tokenizer and the settings that matter."""
     key = data_key(stage, path, tokenizer, config, extra)
     report = DataReport(str(path))
@@ -221,7 +226,7 @@ def build_dataset(stage: Stage, path: Path, tokenizer, config: TrainConfig, extr
         return {**meta, "report": report.to_dict(), "summary": report.summary()}
 
     blocks, stored = cached_blocks(
-        paths.ARCHIVE / "cache" / f"{stage.name}-{key}",
+        cache_dir / f"{stage.name}-{key}",
         lambda: pack(stage.examples(path, tokenizer, config, report, meta), config.max_length),
         finish,
     )
@@ -237,7 +242,7 @@ def choose_max_length(stage: Stage, args: RunArgs, tokenizer, config: TrainConfi
     from omics.data.instructions import auto_max_length, length_stats
 
     key = data_key(stage, args.data, tokenizer, config, args.extra_data)
-    cached = paths.ARCHIVE / "cache" / f"{stage.name}-max-length-{key}.json"
+    cached = args.cache_dir / f"{stage.name}-max-length-{key}.json"
     hit = cached.is_file()
     if hit:
         choice = json.loads(cached.read_text())
@@ -420,13 +425,13 @@ def _train(stage: Stage, args: RunArgs, run: Run) -> dict[str, Any]:
     tokenizer = load_tokenizer(base, chat=stage.chat, system_prompt=config.system_prompt)
     if config.max_length == 0:
         config.max_length = choose_max_length(stage, args, tokenizer, config)
-    train_set, train_meta = build_dataset(stage, args.data, tokenizer, config, args.extra_data)
+    train_set, train_meta = build_dataset(stage, args.data, tokenizer, config, args.extra_data, args.cache_dir)
     eval_data = args.eval_data
     if stage.chat and eval_data:  # validation sized for the run: eval_max_samples, stratified by task
         from omics.evaluate.run import eval_subset
 
-        eval_data = eval_subset(eval_data, config.eval_max_samples)
-    eval_set = build_dataset(stage, eval_data, tokenizer, config, {})[0] if eval_data else None
+        eval_data = eval_subset(eval_data, config.eval_max_samples, args.cache_dir)
+    eval_set = build_dataset(stage, eval_data, tokenizer, config, {}, args.cache_dir)[0] if eval_data else None
     checkpoints = reset_directories(args, run)
     write_json(args.metrics_dir / "data_report.json", train_meta)
     torch.manual_seed(config.seed)

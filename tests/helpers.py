@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from omics import paths
 from omics.cli import main
 
-SAMPLES = Path(__file__).resolve().parent.parent / "omics" / "samples"
+SAMPLES = paths.SAMPLES
 
 
 def cli(mp: pytest.MonkeyPatch, cwd: Path, *argv: str) -> int:
@@ -17,6 +18,7 @@ def cli(mp: pytest.MonkeyPatch, cwd: Path, *argv: str) -> int:
     mp.chdir(cwd)
     for name in ("CUDA_VISIBLE_DEVICES", "PYTORCH_CUDA_ALLOC_CONF"):
         mp.delenv(name, raising=False)  # restored when mp undoes
+    mp.setattr("omics.device._pinned", None)  # pinned once per process: each command here is a fresh one
     if torch.cuda.is_initialized():  # a second in-process command cannot pin again; a real CLI run can
         mp.setattr("omics.cli.pin_one_gpu", lambda index=0: str(index))
     return main(list(argv))

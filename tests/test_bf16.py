@@ -79,7 +79,7 @@ def stages(tiny_model, tmp_path_factory):
                               "--base-model", "models/stage1", *where[2], *BF16, *SHORT[2])
         codes["evaluate2"] = cli(mp, root, "stage2", "evaluate", "--data", "test.jsonl", "--model", "models/stage2",
                                  "--metrics-dir", "metrics/stage2", *EVAL)
-        # configs/stage3.yaml as shipped: full fine-tuning of bf16 weights, torchao 8-bit AdamW in backward
+        # omics/configs/stage3.yaml as shipped: full fine-tuning of bf16 weights, torchao 8-bit AdamW in backward
         codes["train3"] = cli(mp, root, "stage3", "train", "--data", "reasoning.jsonl", "--replay-data",
                               "train.jsonl", "--base-model", "models/stage2", *where[3], *BF16, *SHORT[3])
         codes["evaluate3"] = cli(mp, root, "stage3", "evaluate", "--data", "test.jsonl", "--model", "models/stage3",

@@ -132,13 +132,12 @@ def test_task_quota_shares_the_cap_equally():
     assert sum(task_quota(Counter(a=3, b=5, c=100), 50).values()) == 50
 
 
-def test_eval_subset_is_stratified_and_streams(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    source = tmp_path / "val.jsonl"
+def test_eval_subset_is_stratified_and_streams(tmp_path):
+    source, cache = tmp_path / "val.jsonl", tmp_path / "cache"
     source.write_text("\n".join(head("stage2_test.jsonl", 40)) + "\n", encoding="utf-8")
-    assert eval_subset(source, 0) == source and eval_subset(source, 40) == source
-    subset = eval_subset(source, 10)
-    assert subset.parent == Path("archive/cache") and (tmp_path / subset).is_file()
+    assert eval_subset(source, 0, cache) == source and eval_subset(source, 40, cache) == source
+    subset = eval_subset(source, 10, cache)
+    assert subset.parent == cache and subset.is_file()
     expected, taken = [], Counter()
     for record in lines(source):  # 5 tasks: the first 2 of each, in file order
         taken[record["task"]] += 1

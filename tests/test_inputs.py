@@ -199,12 +199,11 @@ def test_model_fingerprint_follows_weights_and_tokenizer(tiny_model, tmp_path):
     assert tokenizer_fingerprint(copy) != tokenizer_before
 
 
-def test_tokenised_data_cache_follows_data_and_tokenizer(tiny_model, tmp_path, monkeypatch):
+def test_tokenised_data_cache_follows_data_and_tokenizer(tiny_model, tmp_path):
     from omics.model import load_tokenizer
     from omics.stage1.train import STAGE
     from omics.train import build_dataset
 
-    monkeypatch.chdir(tmp_path)
     model = tmp_path / "tokenizer"
     model.mkdir()
     for name in ("tokenizer.json", "tokenizer_config.json"):
@@ -212,8 +211,8 @@ def test_tokenised_data_cache_follows_data_and_tokenizer(tiny_model, tmp_path, m
     data, config, tokenizer = tmp_path / "seqs.txt", TrainConfig(max_length=64), load_tokenizer(model, chat=False)
 
     def cache_dirs() -> set[str]:
-        build_dataset(STAGE, data, tokenizer, config, {})
-        return {p.name for p in (tmp_path / "archive" / "cache").iterdir()}
+        build_dataset(STAGE, data, tokenizer, config, {}, tmp_path / "cache")
+        return {p.name for p in (tmp_path / "cache").iterdir()}
 
     data.write_text("ACGTACGT\n")
     first = cache_dirs()

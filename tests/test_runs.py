@@ -152,7 +152,7 @@ def test_overwrite_sets_the_old_run_aside_until_the_new_one_is_saved(project, fi
                  if k.startswith("models/stage1/") and not k.endswith(MANIFEST)}
     assert {k: v for k, v in seen["aside"].items() if k in old_model} == old_model  # the whole old model
     assert seen["model_dir"] == [MANIFEST, "checkpoints"]  # the new run, before its final save
-    assert not list((project / MODEL.parent).glob(".omics-*"))  # deleted once the new run completed
+    assert not list((project / MODEL.parent).glob(".omics-*-stage1"))  # set aside: deleted once the new run completed
     new = fingerprint(project / MODEL)
     assert new["model.safetensors"] != old_model["model.safetensors"]
     manifest = json.loads((project / MODEL / MANIFEST).read_text())

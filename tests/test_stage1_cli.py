@@ -86,7 +86,7 @@ def test_train_writes_every_artifact(run):
     assert list((run.metrics / "tensorboard").glob("events.out.tfevents.*"))
     assert not (run.model / ".staging").exists()
     assert not list(run.root.rglob(".*.tmp")) and not list(run.root.rglob("*.tmp"))
-    assert list((run.root / "archive" / "cache").glob("stage1-*/blocks.arrow"))
+    assert list((run.model.parent / ".omics-cache").glob("stage1-*/blocks.arrow"))  # the cache: beside the model
 
 
 def test_parameters_json(run):

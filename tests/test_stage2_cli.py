@@ -151,7 +151,7 @@ def test_run_summary_and_tensorboard(run):
     assert "train/loss" in tags
 
 
-def test_run_summary_merge_losses_are_those_of_the_saved_models(run, tiny_model, monkeypatch):
+def test_run_summary_merge_losses_are_those_of_the_saved_models(run, tiny_model):
     """The recorded adapter and merged losses are the saved adapter's and the saved model's on the first
     training blocks; merging in fp32 is exact, so the gap is zero up to float noise."""
     from peft import PeftModel
@@ -161,14 +161,14 @@ def test_run_summary_merge_losses_are_those_of_the_saved_models(run, tiny_model,
     from omics.data.packing import PackedCollator
     from omics.loss import MergeCheck
     from omics.model import load_tokenizer
+    from omics.paths import cache_dir
     from omics.stage2.train import STAGE
     from omics.train import build_dataset
 
     merge = read_json(run.metrics / "run_summary.json")["merge"]
-    monkeypatch.chdir(run.root)  # the run's data cache
     tokenizer = load_tokenizer(run.model, chat=True)
     config = TrainConfig(**read_json(run.metrics / "parameters.json")["config"])
-    blocks = build_dataset(STAGE, run.root / "train.jsonl", tokenizer, config, {})[0]
+    blocks = build_dataset(STAGE, run.root / "train.jsonl", tokenizer, config, {}, cache_dir(run.model))[0]
     check = MergeCheck.first_blocks(blocks, PackedCollator(tokenizer.pad_token_id))
     adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), run.model / "adapter")
     assert merge["batches"] == min(4, len(blocks))

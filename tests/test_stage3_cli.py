@@ -190,7 +190,7 @@ def test_compare_missing_stage(metrics_root, monkeypatch, caplog):
 
 
 def test_default_full_finetuning_path_trains_and_saves(tmp_path, tiny_model, monkeypatch):
-    """configs/stage3.yaml as shipped (full fine-tuning, 8-bit AdamW stepped inside backward) through the
+    """omics/configs/stage3.yaml as shipped (full fine-tuning, 8-bit AdamW stepped inside backward) through the
     Trainer: the weights move, the step's gradient norm is logged, the model is saved whole."""
     pytest.importorskip("torchao")
     from safetensors.torch import load_file

@@ -69,11 +69,11 @@ def measure(model_dir: Path, work: Path, examples: int, answer: str, real: bool)
     from omics.evaluate.generate import HFBackend
     from omics.evaluate.run import evaluate_generation
     from omics.model import load_tokenizer
-    from omics.samples import __file__ as samples
+    from omics.paths import SAMPLES
     from omics.stages import stage
 
     data = work / f"test-{examples}.jsonl"
-    with (Path(samples).parent / "stage2_test.jsonl").open(encoding="utf-8") as source:
+    with (SAMPLES / "stage2_test.jsonl").open(encoding="utf-8") as source:
         data.write_text("".join(islice(cycle(source.readlines()), examples)), encoding="utf-8")
     reasoning = answer == "reasoning"
     new_tokens = 300 if reasoning else 16

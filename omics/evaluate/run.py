@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 from transformers import TrainerCallback
 
-from omics import paths
 from omics.data.labels import task_warnings, training_label_summary
 from omics.data.packing import file_sha256, model_fingerprint
 from omics.data.validate import DataReport, read_instructions
@@ -74,12 +73,12 @@ def stratified_records(path: Path, cap: int, counts: Counter | None = None) -> I
             yield record
 
 
-def eval_subset(path: Path, cap: int) -> Path:
+def eval_subset(path: Path, cap: int, cache_dir: Path) -> Path:
     """`--eval-data` capped at `eval_max_samples` (stratified by task) for the eval loss and the generation
-    check alike: the file itself when it fits, else a subset written once under archive/cache."""
+    check alike: the file itself when it fits, else a subset written once into the run's cache folder."""
     if cap <= 0:
         return path
-    subset = paths.ARCHIVE / "cache" / f"eval-{file_sha256(path)[:16]}-{cap}.jsonl"
+    subset = cache_dir / f"eval-{file_sha256(path)[:16]}-{cap}.jsonl"
     if subset.is_file():
         return subset
     counts = _task_counts(path)
