@@ -71,7 +71,7 @@ def dry_run(stage: Stage, args: RunArgs) -> dict[str, Any]:
     print("\n== the whole file: one tokenisation pass, unless cached (cached for the real run) ==", flush=True)
     tokenised = [0]
     blocks, _ = build_dataset(replace(stage, examples=counted(stage.examples, tokenised)), args.data, tokenizer,
-                              config, args.extra_data)
+                              config, args.extra_data, args.cache_dir)
     print(f"tokenised {tokenised[0]:,} examples" if tokenised[0] else "read from the cache (no tokenisation)")
     lengths = pc.list_flatten(blocks.data.column("lengths")).to_numpy()
     figures = {"previews": previews, **packing(blocks, config)}

@@ -79,7 +79,7 @@ def test_loss_marks_are_the_trainers_label_masks(run, tiny_model):
     by the trainer's collator; they are the file's first examples, the first one shortened."""
     from omics.config import load_config
     from omics.model import load_tokenizer
-    from omics.paths import default_config
+    from omics.paths import cache_dir, default_config
     from omics.stage2.train import STAGE
     from omics.train import build_dataset
 
@@ -87,7 +87,8 @@ def test_loss_marks_are_the_trainers_label_masks(run, tiny_model):
     config = load_config(default_config(2), [item.removeprefix("--set=") for item in SETTINGS])
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(run.root)  # the real run's cached blocks: what it trained on
-        blocks, _ = build_dataset(STAGE, run.root / "train.jsonl", tokenizer, config, {})
+        blocks, _ = build_dataset(STAGE, run.root / "train.jsonl", tokenizer, config, {},
+                                  cache_dir(Path("models/stage2")))
     batch = PackedCollator(tokenizer.pad_token_id)(list(blocks))
     trained = set()
     for row, block in enumerate(blocks):
