@@ -25,6 +25,7 @@ from transformers.integrations import TensorBoardCallback
 from transformers.trainer_utils import TrainOutput
 
 from omics import paths
+from omics.compat import attention_of, unwrap_optimizer
 from omics.config import TrainConfig, load_config
 from omics.data.packing import (
     Example,
@@ -274,7 +275,7 @@ class OmicsTrainer(Trainer):
         super().__init__(*args, **kwargs)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        inner = getattr(self.optimizer, "optimizer", self.optimizer)  # accelerate wraps the optimizer
+        inner = unwrap_optimizer(self.optimizer)
         if isinstance(inner, StepInBackward) and "grad_norm" in logs:  # no full gradient for HF to measure
             logs["grad_norm"] = float(inner.grad_norm)  # the one device read of the step's norm
         super().log(logs, start_time)
@@ -408,7 +409,7 @@ def _train(recipe: Recipe, args: RunArgs, run: Run) -> dict[str, Any]:
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=PackedCollator(tokenizer.pad_token_id,
-                                     one_row=model.config._attn_implementation == "flash_attention_2"),
+                                     one_row=attention_of(model) == "flash_attention_2"),
         processing_class=tokenizer,
         callbacks=callbacks,
         train_config=config,
