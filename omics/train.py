@@ -10,7 +10,6 @@ import json
 import logging
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -53,6 +52,7 @@ from omics.model import (
 )
 from omics.optim import StepInBackward, make_optimizer
 from omics.runs import Run
+from omics.version import git_commit
 
 log = logging.getLogger("omics")
 CACHE_VERSION = 3
@@ -112,15 +112,6 @@ def versions() -> dict[str, str]:
             continue
     found["python"] = platform.python_version()
     return found
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
 
 
 def file_record(path: Path) -> dict[str, Any]:
