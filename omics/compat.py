@@ -83,3 +83,19 @@ def attention_of(model: torch.nn.Module) -> str | None:
 
 def unwrap_optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
     return getattr(optimizer, "optimizer", optimizer)
+
+
+# torchao: its 8-bit AdamW keeps each group's lr as a tensor; LR schedulers write floats
+
+def scheduled_adamw_8bit(groups: list[dict], **kwargs) -> torch.optim.Optimizer:
+    """torchao's AdamW8bit, taking in the float learning rates a scheduler wrote before each step."""
+    from torchao.optim import AdamW8bit  # optional kernels: imported only when this optimizer is configured
+
+    class ScheduledAdamW8bit(AdamW8bit):
+        def step(self, closure=None):
+            for group in self.param_groups:
+                if not torch.is_tensor(group["lr"]):
+                    group["lr"] = torch.tensor(float(group["lr"]))
+            return super().step(closure)
+
+    return ScheduledAdamW8bit(groups, **kwargs)

@@ -11,7 +11,15 @@ import pytest
 import torch
 from peft.tuners.trainable_tokens import TrainableTokensLayer
 
-from omics.compat import _rows_forward, attention_of, merged_weight, token_layer, trained_rows, unwrap_optimizer
+from omics.compat import (
+    _rows_forward,
+    attention_of,
+    merged_weight,
+    scheduled_adamw_8bit,
+    token_layer,
+    trained_rows,
+    unwrap_optimizer,
+)
 from omics.config import TrainConfig
 from omics.data.packing import PackedCollator, pack
 from omics.model import chat_token_ids, load_model, load_tokenizer, prepare_for_training
@@ -106,3 +114,17 @@ def test_trainer_steps_the_step_in_backward_optimizer_through_accelerate(tiny_mo
            f"the Trainer no longer steps our optimizer once per step or logs grad_norm (logged {norms})")
     expect("transformers", inner.param_groups[0]["lr"] == trainer.lr_scheduler.get_last_lr()[0],
            "the scheduler no longer sets the learning rate of the optimizer the Trainer was given")
+
+
+def test_torchao_8bit_adamw_keeps_lr_as_a_tensor_and_steps_with_a_scheduler():
+    weight = torch.nn.Parameter(torch.ones(256, 256))  # torchao quantises states of tensors with >= 4096 elements
+    optimizer = scheduled_adamw_8bit([{"params": [weight]}], lr=1e-2)
+    expect("torchao", torch.is_tensor(optimizer.param_groups[0]["lr"]),
+           "AdamW8bit no longer keeps lr as a tensor (scheduled_adamw_8bit's conversion may be dropped)")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5)  # writes float learning rates
+    weight.grad = torch.ones_like(weight)
+    optimizer.step()
+    scheduler.step()
+    before = weight.detach().clone()
+    optimizer.step()
+    expect("torchao", bool((weight < before).all()), "AdamW8bit after a scheduler's float lr no longer steps")
