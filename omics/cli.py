@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s omics: %(message)s", datefmt="%H:%M:%S")
+                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")  # omics, or the library
     quiet_third_party(args.verbose)
     try:
         if hasattr(args, "gpu"):

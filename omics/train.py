@@ -322,6 +322,7 @@ def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool) -
         use_liger_kernel=liger_available(config.liger),
         include_num_input_tokens_seen="non_padding",
         dataloader_pin_memory=cuda,  # torch_compile: prepare_for_training compiles what the loss calls
+        disable_tqdm=False,  # HF hides the progress bar when its logger is quiet (omics without --verbose)
     )
 
 
