@@ -9,18 +9,84 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import logging
+import os
 import sys
+import warnings
 from pathlib import Path
+from typing import Any
 
 from omics import paths
-from omics.device import DTYPES, optional_features, pin_one_gpu
+from omics.device import DTYPES, optional_features, pin_one_gpu, use_cuda
 from omics.errors import UserError, os_error_line
 from omics.stages import DIRECT_ANSWER_TOKENS, STAGES, Stage, registered
 
 log = logging.getLogger("omics")
+# libraries whose notices (deprecations, tokenizer settings, optional kernels that failed to load) only --verbose shows;
+# torch's own logging resets the "torch" logger's level when imported, not its children's
+THIRD_PARTY_LOGGERS = ("transformers", "torchao", "torch.utils._pytree", "peft", "accelerate", "datasets")
+STAGE_EXAMPLES = {  # one example per --help; a stage without one gets the plain form
+    ("stage1", "train"): "omics stage1 train --data seqs.txt --eval-data heldout.txt",
+    ("stage2", "train"): "omics stage2 train --data train.jsonl --eval-data val.jsonl --set learning_rate=5e-5",
+    ("stage3", "train"): "omics stage3 train --data reasoning.jsonl --replay-data train.jsonl --eval-data val.jsonl",
+    ("stage1", "evaluate"): "omics stage1 evaluate --data heldout.txt",
+    ("stage2", "evaluate"): "omics stage2 evaluate --data test.jsonl --train-data train.jsonl --max-samples 100",
+    ("stage3", "evaluate"): "omics stage3 evaluate --data test.jsonl --mode both",
+}
+BACKEND_HELP = "auto = vLLM when installed and on a GPU, else HF transformers"
 BATCH_TOKENS_HELP = "tokens (prompt + answer) per batch; default 65536 on a GPU, 8192 on CPU; lower it on OOM"
+
+
+def stage_example(stage: Stage, action: str) -> str:
+    return STAGE_EXAMPLES.get((stage.name, action), f"omics {stage.name} {action} --data FILE")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """`--help` with each option's default (unless its text states it) and examples kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == [] or action.default == ""
+        if not action.option_strings or unset or action.default is argparse.SUPPRESS or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not action.help and self._get_help_string(action):  # an option without help text still shows its default
+            action = copy.copy(action)
+            action.help = self._get_help_string(action)
+        return super()._format_action(action)
+
+
+def help_texts(example: str) -> dict[str, Any]:
+    """`add_parser` keywords for a command's `--help`: its options' defaults and one example command."""
+    return {"formatter_class": HelpFormatter, "epilog": f"example:\n  {example}"}
+
+
+class VersionAction(argparse.Action):
+    """`--version`, computed only when asked (it runs git)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the omics version (and git commit in a checkout) and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from omics.version import version_line
+
+        print(version_line())
+        parser.exit()
+
+
+def quiet_third_party(verbose: bool) -> None:
+    """Libraries' own notices are theirs to act on, not the user's: shown with --verbose only."""
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING if verbose else logging.ERROR)
+    if not verbose:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # transformers resets its level to it when imported
+        for category in (FutureWarning, DeprecationWarning):
+            warnings.filterwarnings("ignore", category=category)
 
 
 def _dtype(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +106,8 @@ def _streaming(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_parser(sub, stage: Stage) -> None:
-    p = sub.add_parser("train", help=f"train Stage {stage.number} ({stage.summary})")
+    p = sub.add_parser("train", help=f"train Stage {stage.number} ({stage.summary})",
+                       **help_texts(stage_example(stage, "train")))
     p.add_argument("--data", type=Path, required=True, help="training file")
     p.add_argument("--eval-data", type=Path, help="held-out file for periodic evaluation loss")
     for extra in stage.extra_data:
@@ -59,7 +126,8 @@ def _train_parser(sub, stage: Stage) -> None:
 
 
 def _evaluate_parser(sub, stage: Stage) -> None:
-    p = sub.add_parser("evaluate", help=f"evaluate the Stage {stage.number} model")
+    p = sub.add_parser("evaluate", help=f"evaluate the Stage {stage.number} model",
+                       **help_texts(stage_example(stage, "evaluate")))
     p.add_argument("--data", type=Path, required=True, help="held-out / test file")
     p.add_argument("--model", type=Path, default=stage.model_dir)
     p.add_argument("--metrics-dir", type=Path, default=stage.metrics_dir)
@@ -76,24 +144,28 @@ def _evaluate_parser(sub, stage: Stage) -> None:
             p.add_argument("--mode", choices=[*stage.modes, "both"], default=stage.modes[0],
                            help=f"{stage.modes[0]}: as trained for it (results in --metrics-dir); {stage.modes[1]}: "
                                 f"as Stage 2 (results in --metrics-dir/{stage.modes[1]}); both: each, and modes.md")
-        p.add_argument("--backend", choices=["auto", "hf", "vllm"], default="auto")
+        p.add_argument("--backend", choices=["auto", "hf", "vllm"], default="auto", help=BACKEND_HELP)
         _streaming(p)
     _dtype(p)
     _common(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="omics", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser = argparse.ArgumentParser(prog="omics", description=__doc__, **help_texts(
+        "omics stage2 train --data train.jsonl   (omics COMMAND --help: its options)"))
+    parser.add_argument("--version", action=VersionAction)
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug messages, and the libraries' own notices and warnings")
     parser.add_argument("--debug", action="store_true", help="show the traceback of every error, not one line")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, stage in registered().items():
-        stage_parser = commands.add_parser(name, help=f"Stage {stage.number} train / evaluate: {stage.summary}")
+        stage_parser = commands.add_parser(name, help=f"Stage {stage.number} train / evaluate: {stage.summary}",
+                                           **help_texts(stage_example(stage, "train")))
         sub = stage_parser.add_subparsers(dest="action", required=True)
         _train_parser(sub, stage)
         _evaluate_parser(sub, stage)
-    score = commands.add_parser("score", help="score anyone's answers (no model, no GPU, no torch)")
+    score = commands.add_parser("score", help="score anyone's answers (no model, no GPU, no torch)", **help_texts(
+        "omics score --predictions archive/metrics/stage2/predictions.jsonl --train-data train.jsonl"))
     score.add_argument("--predictions", type=Path, required=True,
                        help="our predictions.jsonl, or the paper evaluator's .jsonl (task, label, model_output|result)")
     score.add_argument("--train-data", type=Path, help="training file: ranges, class and EC vocabularies, baselines")
@@ -101,29 +173,35 @@ def build_parser() -> argparse.ArgumentParser:
                        help="model folder whose omics_model.json gives the training label summary (no model loaded)")
     score.add_argument("--out", type=Path, help="directory for metrics.json/metrics.md (default: print only)")
     score.add_argument("--overwrite", action="store_true", help="replace results in --out")
-    compare = commands.add_parser("compare", help="per-task deltas between evaluated stages")
+    compare = commands.add_parser("compare", help="per-task deltas between evaluated stages",
+                                  **help_texts("omics compare --stages 2 3"))
     compare.add_argument("--stages", type=int, nargs="+", help="default: every stage with a metrics.json")
-    compare.add_argument("--metrics-root", type=Path, default=paths.ARCHIVE / "metrics")
-    generate = commands.add_parser("generate", help="answer the questions of a .jsonl/.csv/.xlsx file")
-    generate.add_argument("--model", type=Path, required=True)
+    compare.add_argument("--metrics-root", type=Path, default=paths.ARCHIVE / "metrics",
+                         help="folder holding stageN/metrics.json")
+    generate = commands.add_parser("generate", help="answer the questions of a .jsonl/.csv/.xlsx file", **help_texts(
+        "omics generate --model archive/models/stage2 --data questions.jsonl --out answers.jsonl"))
+    generate.add_argument("--model", type=Path, required=True, help="a trained model folder")
     generate.add_argument("--data", type=Path, required=True, help="rows with 'input' (+ optional system, task)")
     generate.add_argument("--out", type=Path, required=True, help="output file: .jsonl, .csv or .xlsx")
     generate.add_argument("--train-data", type=Path, help="training file: lets a row's task be parsed")
-    generate.add_argument("--backend", choices=["auto", "hf", "vllm"], default="auto")
-    generate.add_argument("--max-new-tokens", type=int, default=512)
+    generate.add_argument("--backend", choices=["auto", "hf", "vllm"], default="auto", help=BACKEND_HELP)
+    generate.add_argument("--max-new-tokens", type=int, default=512, help="answer length limit, in tokens")
     generate.add_argument("--batch-tokens", type=int, help=BATCH_TOKENS_HELP)
     _dtype(generate)
     _streaming(generate)
     _common(generate)
-    chat = commands.add_parser("chat", help="interactive session with a trained model (streams tokens)")
-    chat.add_argument("--model", type=Path, default=paths.model_dir(2))
+    chat = commands.add_parser("chat", help="interactive session with a trained model (streams tokens)",
+                               **help_texts("omics chat --model archive/models/stage3"))
+    chat.add_argument("--model", type=Path, default=paths.model_dir(2), help="a trained model folder")
     chat.add_argument("--system", help="system prompt (default: the one the model was trained with)")
-    chat.add_argument("--max-new-tokens", type=int, default=512)
+    chat.add_argument("--max-new-tokens", type=int, default=512, help="answer length limit, in tokens")
     chat.add_argument("--gpu", type=int, default=0, help="index of the one GPU to use (default 0)")
     _dtype(chat)
-    bench = commands.add_parser("bench", help="speed benchmarks (results JSON under benchmarks/results)")
+    bench = commands.add_parser("bench", help="speed benchmarks (results JSON under benchmarks/results)",
+                                **help_texts("omics bench train --shape tiny --stages 2"))
     bench_kind = bench.add_subparsers(dest="kind", required=True)
-    train_bench = bench_kind.add_parser("train", help="training throughput: naive baseline vs our paths")
+    train_bench = bench_kind.add_parser("train", help="training throughput: naive baseline vs our trainer",
+                                        **help_texts("omics bench train --shape 8b --layers 4 --cap-gb 48"))
     train_bench.add_argument("--shape", choices=["8b", "tiny"], default="tiny")
     train_bench.add_argument("--stages", type=int, nargs="+", default=[1, 2, 3])
     train_bench.add_argument("--max-length", type=int, default=1024)
@@ -139,14 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
     train_bench.add_argument("--stage-paths", action="store_true",
                              help="one step of each stage's shipped config, then save, merge and reload")
     train_bench.add_argument("--out", type=Path, default=Path("benchmarks/results/train.json"))
-    eval_bench = bench_kind.add_parser("eval", help="generation throughput: HF naive vs HF fast (vs vLLM)")
+    eval_bench = bench_kind.add_parser("eval", help="generation throughput: HF naive vs HF fast (vs vLLM)",
+                                       **help_texts("omics bench eval --shape tiny --prompts 8"))
     eval_bench.add_argument("--shape", choices=["8b", "tiny"], default="tiny")
     eval_bench.add_argument("--prompts", type=int, default=32)
     eval_bench.add_argument("--answer-tokens", type=int, nargs="+", default=[32, 256],
                             help="forced answer lengths (Stage-2-like, Stage-3-like)")
     eval_bench.add_argument("--batch-tokens", type=int, default=65536)
     eval_bench.add_argument("--out", type=Path, default=Path("benchmarks/results/eval.json"))
-    memory_bench = bench_kind.add_parser("memory", help="peak GPU memory of each stage's step, traced without a GPU")
+    memory_bench = bench_kind.add_parser("memory", help="peak GPU memory of each stage's step, traced without a GPU",
+                                         **help_texts("omics bench memory --shape 8b --stages 3"))
     memory_bench.add_argument("--shape", choices=["8b", "tiny"], default="8b")
     memory_bench.add_argument("--stages", type=int, nargs="+", default=[1, 2, 3])
     memory_bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -157,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     memory_bench.add_argument("--no-validate", dest="validate", action="store_false",
                               help="skip checking the tracer against the CPU allocator at the tiny shape")
     memory_bench.add_argument("--out", type=Path, default=Path("benchmarks/results/memory.json"))
-    eval_memory = bench_kind.add_parser("eval-memory", help="evaluation host memory from 1k to 50k examples")
+    eval_memory = bench_kind.add_parser("eval-memory", help="evaluation host memory from 1k to 50k examples",
+                                        **help_texts("omics bench eval-memory --examples 1000 5000"))
     eval_memory.add_argument("--examples", type=int, nargs="+", default=[1000, 5000, 20000, 50000])
     eval_memory.add_argument("--answers", nargs="+", choices=["short", "reasoning"], default=["short", "reasoning"])
     eval_memory.add_argument("--real", type=int, nargs="+", default=[1000, 100],
@@ -166,8 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     for parser_ in (train_bench, eval_bench):
         parser_.add_argument("--gpu", type=int, default=0, help="index of the one GPU to use (default 0)")
         _dtype(parser_)
-    demo = commands.add_parser("demo", help="run all stages on a tiny model and the bundled samples")
-    demo.add_argument("--workdir", type=Path, default=Path("archive/demo"))
+    demo = commands.add_parser("demo", help="run all stages on a tiny model and the bundled samples",
+                               **help_texts("omics demo --workdir /tmp/omics-demo"))
+    demo.add_argument("--workdir", type=Path, default=Path("archive/demo"), help="where its models and results go")
     _common(demo)
     return parser
 
@@ -186,12 +268,13 @@ def evaluate(stage: Stage, args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s omics: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("torchao", "torch.utils._pytree"):  # import-time notices about optional kernels: no news
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")  # omics, or the library
+    quiet_third_party(args.verbose)
     try:
         if hasattr(args, "gpu"):
-            log.info("one-GPU rule: CUDA_VISIBLE_DEVICES=%s (--gpu N picks another)", pin_one_gpu(args.gpu))
+            pinned = pin_one_gpu(args.gpu)
+            if use_cuda():  # without CUDA there is no GPU to pin: the next line says CPU
+                log.info("one-GPU rule: CUDA_VISIBLE_DEVICES=%s (--gpu N picks another)", pinned)
             log.info("%s", optional_features())
         from omics.runs import hold_command  # one process per run folder, only omics' files replaced
 

@@ -14,9 +14,9 @@ from collections.abc import Callable
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from omics.compat import merged_weight, trained_rows
 from omics.data.packing import IGNORE
 from omics.device import liger_available, mixed_precision
-from omics.model import trained_rows
 
 LOGIT_SLICE = 2048  # rows projected at once on the fallback path: 2048 x 128k fp32 = 1 GB
 
@@ -47,8 +47,9 @@ def labelled_cross_entropy(head: torch.nn.Module, hidden: torch.Tensor, targets:
         from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
 
         dtype = _compute_dtype(hidden)  # a Triton kernel: autocast does not cast its inputs
-        # one weight matrix for the kernel: PEFT's merged head (`.weight` of its trainable-token wrapper)
-        return LigerFusedLinearCrossEntropyLoss(reduction="sum")(head.weight.to(dtype), hidden.to(dtype), targets)
+        # one weight matrix for the kernel: the head with its trained rows in
+        return LigerFusedLinearCrossEntropyLoss(reduction="sum")(merged_weight(head).to(dtype), hidden.to(dtype),
+                                                                 targets)
     weight, rows, delta = trained_rows(head)
     if len(hidden) <= LOGIT_SLICE:
         return _slice_loss(weight, hidden, targets, rows, delta)

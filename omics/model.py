@@ -13,14 +13,13 @@ import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from types import MethodType
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
-from peft.tuners.trainable_tokens import TrainableTokensLayer
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from omics.compat import use_row_forward
 from omics.config import SYSTEM_PROMPT, TrainConfig
 from omics.device import attention_implementation, model_dtype, weights_dtype
 from omics.errors import UserError
@@ -171,46 +170,8 @@ def _trainable(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora)
-    for module in model.modules():
-        if isinstance(module, TrainableTokensLayer):
-            module.forward = MethodType(_rows_forward, module)
+    use_row_forward(model)
     return model
-
-
-def trained_rows(module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """An embedding/head's frozen weight and, under PEFT's trainable tokens (one active adapter, unmerged), the
-    trained rows' indices and values, cast to the weight's dtype as PEFT's merge does."""
-    layer = getattr(module, "token_adapter", module)
-    if not isinstance(layer, TrainableTokensLayer):
-        return module.weight, None, None
-    weight = layer.get_base_layer().weight
-    if layer.disable_adapters or layer.merged:  # the base weight is the answer: rows merged in, or adapters off
-        return weight, None, None
-    if len(layer.active_adapters) != 1:
-        return layer.get_merged_weights(layer.active_adapters), None, None
-    adapter = layer.active_adapters[0]
-    rows = torch.tensor(layer.token_indices[adapter], device=weight.device)
-    return weight, rows, layer.trainable_tokens_delta[adapter].to(weight)
-
-
-def _rows_forward(layer: TrainableTokensLayer, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    """PEFT's forward rebuilds the whole matrix with the trained rows copied in (`index_copy` of the 128k-row
-    embedding or head: 1 GB at 8B in bf16, and a dense gradient of that size); this computes the same values
-    from the frozen weight and the few trained rows."""
-    weight, rows, delta = trained_rows(layer)
-    base = layer.get_base_layer()
-    if rows is None:
-        return TrainableTokensLayer.forward(layer, x, *args, **kwargs)
-    if isinstance(base, torch.nn.Linear):
-        out = torch.nn.functional.linear(x, weight)
-        return out.index_copy(-1, rows, torch.nn.functional.linear(x, delta))
-    out = torch.nn.functional.embedding(x, weight, base.padding_idx, base.max_norm, base.norm_type,
-                                        base.scale_grad_by_freq, base.sparse)
-    hit = x[..., None] == rows  # (..., trained rows): which trained row each token is, if any
-    # one-hot matmul, not a gather: a gather's backward accumulates in thread order (not bit-reproducible)
-    out = torch.where(hit.any(-1, keepdim=True), hit.to(delta.dtype) @ delta, out)
-    scale = layer._get_embed_scale()
-    return out if scale is None else out * scale.to(out.dtype)
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import torch
 
+from omics.compat import scheduled_adamw_8bit
 from omics.config import TrainConfig
 from omics.device import use_cuda
 
@@ -33,19 +34,8 @@ def loraplus_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict]:
 
 def optimizer_factory(config: TrainConfig, bf16_weights: bool) -> OptimizerFactory:
     if config.optimizer == "adamw_8bit":
-        from torchao.optim import AdamW8bit
-
-        class ScheduledAdamW8bit(AdamW8bit):
-            """torchao keeps lr as a tensor; LR schedulers write floats: take them in before each step."""
-
-            def step(self, closure=None):
-                for group in self.param_groups:
-                    if not torch.is_tensor(group["lr"]):
-                        group["lr"] = torch.tensor(float(group["lr"]))
-                return super().step(closure)
-
-        return lambda groups: ScheduledAdamW8bit(groups, lr=config.learning_rate, weight_decay=config.weight_decay,
-                                                 bf16_stochastic_round=bf16_weights)
+        return lambda groups: scheduled_adamw_8bit(groups, lr=config.learning_rate, weight_decay=config.weight_decay,
+                                                   bf16_stochastic_round=bf16_weights)
     if config.optimizer == "adafactor":
         from transformers.optimization import Adafactor
 

@@ -10,7 +10,6 @@ import json
 import logging
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -24,6 +23,7 @@ from transformers.integrations import TensorBoardCallback
 from transformers.trainer_utils import TrainOutput
 
 from omics import __version__, paths
+from omics.compat import attention_of, unwrap_optimizer
 from omics.config import TrainConfig, load_config
 from omics.data.packing import (
     PackedCollator,
@@ -53,6 +53,7 @@ from omics.model_card import ModelCard
 from omics.optim import StepInBackward, make_optimizer
 from omics.runs import Run
 from omics.stages import Stage
+from omics.version import git_commit
 
 log = logging.getLogger("omics")
 CACHE_VERSION = 3
@@ -104,15 +105,6 @@ def versions() -> dict[str, str]:
             continue
     found["python"] = platform.python_version()
     return found
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
 
 
 def file_record(path: Path) -> dict[str, Any]:
@@ -268,7 +260,7 @@ class OmicsTrainer(Trainer):
         super().__init__(*args, **kwargs)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        inner = getattr(self.optimizer, "optimizer", self.optimizer)  # accelerate wraps the optimizer
+        inner = unwrap_optimizer(self.optimizer)
         if isinstance(inner, StepInBackward) and "grad_norm" in logs:  # no full gradient for HF to measure
             logs["grad_norm"] = float(inner.grad_norm)  # the one device read of the step's norm
         super().log(logs, start_time)
@@ -347,6 +339,7 @@ def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool,
         use_liger_kernel=liger_available(config.liger),
         include_num_input_tokens_seen="non_padding",
         dataloader_pin_memory=cuda,  # torch_compile: prepare_for_training compiles what the loss calls
+        disable_tqdm=False,  # HF hides the progress bar when its logger is quiet (omics without --verbose)
     )
 
 
@@ -465,7 +458,7 @@ def _train(stage: Stage, args: RunArgs, run: Run) -> dict[str, Any]:
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=PackedCollator(tokenizer.pad_token_id,
-                                     one_row=model.config._attn_implementation == "flash_attention_2"),
+                                     one_row=attention_of(model) == "flash_attention_2"),
         processing_class=tokenizer,
         callbacks=callbacks,
         train_config=config,

@@ -10,12 +10,16 @@ from omics.bench.train import model_flops_per_token, synthetic_examples
 from omics.cli import main
 
 
-def test_train_benchmark_measures_baseline_and_ours(tmp_path):
+def test_train_benchmark_measures_baseline_and_ours(tmp_path, capsys):
+    """Ours is what `omics stage2 train` runs: configs/stage2.yaml through OmicsTrainer (its own log lines)."""
     out = tmp_path / "train.json"
     assert main(["bench", "train", "--shape", "tiny", "--stages", "2", "--steps", "1", "--examples", "24",
-                 "--max-length", "128", "--micro-batch-size", "2", "--out", str(out)]) == 0
+                 "--max-length", "512", "--micro-batch-size", "2", "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     baseline, ours = doc["results"]
+    assert "'train_runtime'" in capsys.readouterr().out  # the HF Trainer's summary of our path's run
+    assert (baseline["driver"], ours["driver"]) == ("hand-written loop", "omics.train.OmicsTrainer")
+    assert (ours["finetune"], ours["checkpoint_every_n_layers"]) == ("lora", 1)  # the shipped Stage 2 config
     assert baseline["padding_fraction"] > ours["padding_fraction"]  # packing removes the padding
     assert ours["speedup_vs_baseline"] == round(ours["tokens_per_second"] / baseline["tokens_per_second"], 2)
     assert doc["matmul_peak_tflops"] > 0 and "torch" in doc["versions"]

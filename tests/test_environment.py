@@ -21,7 +21,7 @@ from omics.device import OPTIONAL, has_package, use_cuda
 
 tomllib = pytest.importorskip("tomllib")
 ROOT = Path(__file__).resolve().parent.parent
-UPPER_BOUNDED = {"transformers", "peft", "torchao", "liger-kernel"}  # we use their internals
+UPPER_BOUNDED = {"transformers", "peft", "accelerate", "torchao", "liger-kernel"}  # we use their internals
 
 
 def pyproject_requirements() -> dict[str, Requirement]:

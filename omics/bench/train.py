@@ -1,9 +1,10 @@
 """`omics bench train`: real-token throughput, MFU and peak memory of a naive baseline and of our paths.
 
-One process, one run, same model and data: the baseline is what HF Trainer defaults give for LoRA SFT
-(padded batches of whole examples, no packing, SDPA, logits over every position, every layer
-checkpointed); ours are the Stage 1/2/3 paths (packed blocks with per-example positions, answer-only loss,
-Liger when installed, fewer checkpointed layers). Random weights: speed does not depend on them.
+One process, one run, same model and data: the baseline is a hand-written loop doing what HF Trainer defaults
+give for LoRA SFT (padded batches of whole examples, no packing, SDPA, logits over every position, every layer
+checkpointed); ours is what `omics stageN train` runs: the stage's shipped config (configs/stageN.yaml) through
+OmicsTrainer with its training arguments, PackedCollator and answer-only loss (Liger when installed), one
+micro-batch per step. Random weights: speed does not depend on them.
 """
 
 from __future__ import annotations
@@ -19,17 +20,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerBase, TrainerCallback
 
 from omics.config import TrainConfig, load_config
 from omics.data.packing import IGNORE, PackedCollator, pack
-from omics.device import attention_implementation, describe, liger_available, model_dtype, use_cuda
+from omics.device import attention_implementation, describe, model_dtype, use_cuda
 from omics.loss import answer_only_loss
 from omics.model import load_model, load_tokenizer, prepare_for_training, save_trained
 from omics.optim import make_optimizer
 from omics.paths import default_config
 from omics.tiny import save_llama3_tokenizer
-from omics.train import versions
+from omics.train import OmicsTrainer, training_arguments, versions
 
 SHAPES = {
     "8b": Path(__file__).resolve().parents[2] / "benchmarks" / "llama-3.1-8b.json",
@@ -41,13 +42,21 @@ DATASHEET_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "L40S": 362.0, "A100": 31
 
 @dataclass
 class Variant:
-    """One measured training path."""
+    """One measured training path: the baseline's hand-written loop, or (packed) ours through OmicsTrainer."""
 
     name: str
     stage: int
     packed: bool
     answer_only: bool
     config: TrainConfig
+
+
+@dataclass
+class Timed:
+    """What a measured path did in its timed steps (the first step, a warm-up, left out)."""
+
+    seconds: float
+    batches: list[dict[str, torch.Tensor]]
 
 
 def synthetic_examples(stage: int, count: int, max_length: int, seed: int = 0) -> list[tuple[list[int], list[int]]]:
@@ -88,6 +97,7 @@ def padded_batches(examples, batch_size: int, pad_id: int):
 
 
 def packed_batches(examples, batch_size: int, block: int, pad_id: int):
+    """Packed blocks collated as training does (one Trainer-free batch: --stage-paths)."""
     collate = PackedCollator(pad_id)
     blocks = list(pack(examples, block))
     for start in range(0, len(blocks), batch_size):
@@ -122,55 +132,102 @@ def matmul_peak_tflops(device: torch.device) -> float:
     return 2 * size**3 * reps / (time.perf_counter() - start) / 1e12
 
 
-def measure(model_config, path: Variant, examples, steps: int, pad_id: int, device) -> dict:
-    dtype = model_dtype(path.config.dtype)
-    torch.manual_seed(0)
-    cfg = path.config
-    model = AutoModelForCausalLM.from_config(model_config, dtype=dtype,
-                                             attn_implementation=cfg.attn_implementation).to(device)
-    model = prepare_for_training(model, None, cfg)
-    if cfg.liger and liger_available(True):
-        from liger_kernel.transformers import _apply_liger_kernel_to_instance
-
-        _apply_liger_kernel_to_instance(model=model.get_base_model() if hasattr(model, "get_base_model") else model)
-    model.train()
-    optimizer = make_optimizer(model, cfg)
-    batches = (packed_batches(examples, cfg.micro_batch_size, cfg.max_length, pad_id) if path.packed
-               else padded_batches(examples, cfg.micro_batch_size, pad_id))
-    batches = list(batches)[: steps + 1]
+def _sync(device: torch.device) -> None:
     if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    real_tokens, loss_tokens, seconds, seq_lens = 0, 0, 0.0, []
+        torch.cuda.synchronize()
+
+
+def naive_steps(model, path: Variant, examples, steps: int, pad_id: int, device: torch.device) -> Timed:
+    """The baseline: a hand-written loop over padded batches, HF's own loss over every position."""
+    optimizer = make_optimizer(model, path.config)
+    batches = list(padded_batches(examples, path.config.micro_batch_size, pad_id))[: steps + 1]
+    seconds = 0.0
     for step, batch in enumerate(batches):
         batch = {k: v.to(device) for k, v in batch.items()}
         start = time.perf_counter()
-        loss = answer_only_loss(model, batch) if path.answer_only else model(**batch, use_cache=False).loss
-        loss.backward()
+        model(**batch, use_cache=False).loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        _sync(device)
         if step > 0:  # the first step warms up kernels and allocators
             seconds += time.perf_counter() - start
-            real = int((batch["input_ids"] != pad_id).sum())
-            real_tokens += real
-            loss_tokens += int((batch["labels"] != IGNORE).sum())
-            seq_lens.append(batch["input_ids"].shape[1])
-    padded = sum(len(b["input_ids"].view(-1)) for b in batches[1:])
+    return Timed(seconds, batches[1:])
+
+
+class RecordingCollator(PackedCollator):
+    """The training collator, keeping the batches it made (in the order the Trainer steps through them)."""
+
+    def __init__(self, pad_token_id: int):
+        super().__init__(pad_token_id)
+        self.batches: list[dict[str, torch.Tensor]] = []
+
+    def __call__(self, rows):
+        self.batches.append(super().__call__(rows))
+        return self.batches[-1]
+
+
+class StepTimer(TrainerCallback):
+    """Times each optimizer step as the Trainer runs it (forward, backward, optimizer, scheduler, logging hooks);
+    keeps the Trainer from saving a checkpoint at the end (not part of a step; GBs at 8B)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.durations, self.start = device, [], 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        _sync(self.device)
+        self.start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        _sync(self.device)
+        self.durations.append(time.perf_counter() - self.start)
+        control.should_save = False
+
+
+def trainer_steps(model, path: Variant, examples, steps: int, tokenizer: PreTrainedTokenizerBase,
+                  device: torch.device) -> Timed:
+    """Ours: the stage's config through OmicsTrainer, as `omics stageN train` runs it, for `steps` + 1 steps."""
+    config = replace(path.config, max_steps=steps + 1)
+    collator, timer = RecordingCollator(tokenizer.pad_token_id), StepTimer(device)
+    with tempfile.TemporaryDirectory(prefix="omics-bench-") as checkpoints:
+        trainer = OmicsTrainer(model=model, args=training_arguments(config, Path(checkpoints), has_eval=False),
+                               train_dataset=list(pack(examples, config.max_length)), data_collator=collator,
+                               processing_class=tokenizer, callbacks=[timer], train_config=config)
+        trainer.train()
+    return Timed(sum(timer.durations[1:]), collator.batches[1:len(timer.durations)])
+
+
+def measure(model_config, path: Variant, examples, steps: int, tokenizer: PreTrainedTokenizerBase,
+            device: torch.device) -> dict:
+    cfg = path.config
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(model_config, dtype=model_dtype(cfg.dtype),
+                                             attn_implementation=cfg.attn_implementation).to(device)
+    model = prepare_for_training(model, tokenizer, cfg)
+    model.train()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    pad_id = tokenizer.pad_token_id
+    timed = (trainer_steps(model, path, examples, steps, tokenizer, device) if path.packed
+             else naive_steps(model, path, examples, steps, pad_id, device))
+    real_tokens = sum(int((b["input_ids"] != pad_id).sum()) for b in timed.batches)
+    loss_tokens = sum(int((b["labels"] != IGNORE).sum()) for b in timed.batches)
+    padded = sum(b["input_ids"].numel() for b in timed.batches)
+    seq_len = sum(b["input_ids"].shape[1] for b in timed.batches) / max(len(timed.batches), 1)
     result = {
         "path": path.name, "stage": path.stage, "packed": path.packed, "answer_only_loss": path.answer_only,
+        "driver": "omics.train.OmicsTrainer" if path.packed else "hand-written loop",
         "attention": cfg.attn_implementation,
         "finetune": cfg.finetune, "micro_batch_size": cfg.micro_batch_size, "max_length": cfg.max_length,
         "checkpoint_every_n_layers": cfg.checkpoint_every_n_layers if cfg.gradient_checkpointing else None,
-        "steps": len(batches) - 1, "real_tokens": real_tokens, "seconds": round(seconds, 3),
-        "tokens_per_second": round(real_tokens / max(seconds, 1e-9), 1),
+        "steps": len(timed.batches), "real_tokens": real_tokens, "seconds": round(timed.seconds, 3),
+        "tokens_per_second": round(real_tokens / max(timed.seconds, 1e-9), 1),
         "padding_fraction": round(1 - real_tokens / max(padded, 1), 4),
-        "flops_per_token": model_flops_per_token(model_config, cfg.finetune, sum(seq_lens) / max(len(seq_lens), 1),
+        "flops_per_token": model_flops_per_token(model_config, cfg.finetune, seq_len,
                                                  loss_tokens / max(real_tokens, 1) if path.answer_only else 1.0),
         "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None,
     }
-    del model, optimizer
+    del model
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return result
@@ -178,29 +235,27 @@ def measure(model_config, path: Variant, examples, steps: int, pad_id: int, devi
 
 def variants(max_length: int, micro_batch: int, stage: int, attentions: list[str],
              dtype: str = "auto") -> list[Variant]:
-    """The naive baseline and our path (once per attention implementation) for one stage, on its data."""
-    rank = 128 if stage == 1 else 64  # the stage's adapter shape for both: the comparison is the engineering
-    lora = TrainConfig(lora_r=rank, lora_alpha=rank // 2, train_norms=False, max_length=max_length,
-                       micro_batch_size=micro_batch, grad_accum=1, liger=False, attn_implementation="sdpa",
-                       dtype=dtype)
-    ours = replace(lora, train_norms=True, liger=True, checkpoint_every_n_layers=2)
-    if stage == 3:
-        ours = replace(ours, finetune="full", optimizer="adamw_8bit", optimizer_in_backward=True,
-                       checkpoint_every_n_layers=1)
-    baseline = Variant(f"stage{stage} baseline: HF defaults (padded, full logits, LoRA)", stage, False, False, lora)
-    return [baseline] + [
-        Variant(f"stage{stage} ours: packed, answer-only loss, {ours.finetune}, {attn}", stage, True, True,
-                replace(ours, attn_implementation=attn)) for attn in attentions]
+    """The naive baseline and our path (once per attention implementation) for one stage, on its data: ours is the
+    stage's shipped config at this length and micro-batch, one micro-batch per step as the baseline's."""
+    ours = load_config(default_config(stage), [f"max_length={max_length}", f"micro_batch_size={micro_batch}",
+                                               "grad_accum=1", f"dtype={dtype}"])
+    # the stage's adapter shape for both: the comparison is the engineering
+    baseline = TrainConfig(lora_r=ours.lora_r, lora_alpha=ours.lora_alpha, train_norms=False, max_length=max_length,
+                           micro_batch_size=micro_batch, grad_accum=1, liger=False, attn_implementation="sdpa",
+                           dtype=dtype)
+    return [Variant(f"stage{stage} baseline: HF defaults (padded, full logits, LoRA)", stage, False, False, baseline)
+            ] + [Variant(f"stage{stage} ours: configs/stage{stage}.yaml via OmicsTrainer ({ours.finetune}, {attn})",
+                         stage, True, True, replace(ours, attn_implementation=attn)) for attn in attentions]
 
 
-def largest_micro_batch(model_config, variant: Variant, stage: int, max_length: int, device) -> int:
+def largest_micro_batch(model_config, variant: Variant, stage: int, max_length: int, tokenizer, device) -> int:
     """Double the micro-batch until the step no longer fits (under --cap-gb): what fits an L40S."""
     fits, size = 0, 1
     while size <= 256:
         examples = synthetic_examples(stage, size * 8, max_length)
         try:
             measure(model_config, replace(variant, config=replace(variant.config, micro_batch_size=size)),
-                    examples, 1, 128004, device)
+                    examples, 1, tokenizer, device)
         except torch.OutOfMemoryError:
             torch.cuda.empty_cache()
             break
@@ -266,15 +321,20 @@ def check_stage_path(model_config, stage: int, args: Namespace, tokenizer, work:
             "saved_gib": round(sum(f.stat().st_size for f in (work / f"stage{stage}").rglob("*")) / 2**30, 3)}
 
 
+def stage_tokenizer(work: Path, stage: int) -> PreTrainedTokenizerBase:
+    """The Llama-3 tokenizer as a stage trains with it (the chat template from Stage 2 on), saved once in `work`."""
+    if not (work / "tokenizer").is_dir():
+        save_llama3_tokenizer(work / "tokenizer")
+    return load_tokenizer(work / "tokenizer", chat=stage > 1)
+
+
 def run_stage_paths(args: Namespace) -> dict:
     """`--stage-paths`: each stage's shipped training path at the chosen shape, end to end through save/reload."""
     model_config = shape_config(args.shape, args.layers)
     with tempfile.TemporaryDirectory(prefix="omics-bench-") as work:
-        save_llama3_tokenizer(Path(work) / "tokenizer")
         results = []
         for stage in args.stages:
-            tokenizer = load_tokenizer(Path(work) / "tokenizer", chat=stage > 1)
-            results.append(check_stage_path(model_config, stage, args, tokenizer, Path(work)))
+            results.append(check_stage_path(model_config, stage, args, stage_tokenizer(Path(work), stage), Path(work)))
             print(json.dumps(results[-1]), flush=True)
             shutil.rmtree(Path(work) / f"stage{stage}")
     doc = {"benchmark": "train --stage-paths", "shape": args.shape, "layers": model_config.num_hidden_layers,
@@ -285,6 +345,35 @@ def run_stage_paths(args: Namespace) -> dict:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2, default=str))
     return doc
+
+
+def measure_stage(model_config, stage: int, args: Namespace, tokenizer, device, peak: float,
+                  datasheet: float | None) -> list[dict]:
+    """The baseline, then our path once per --attn, on one stage's synthetic data; each row printed as measured."""
+    examples = synthetic_examples(stage, args.examples, args.max_length)
+    measured = variants(args.max_length, args.micro_batch_size, stage, args.attn, args.dtype)
+    results: list[dict] = []
+    for variant in measured:
+        try:
+            result = measure(model_config, variant, examples, args.steps, tokenizer, device)
+        except torch.OutOfMemoryError:
+            result = {"path": variant.name, "stage": stage, "error": "out of memory"}
+            torch.cuda.empty_cache()
+        except Exception as err:  # e.g. an attention implementation this device or version lacks
+            result = {"path": variant.name, "stage": stage, "error": f"{type(err).__name__}: {err}"[:200]}
+        if "tokens_per_second" in result:
+            achieved = result["tokens_per_second"] * result["flops_per_token"] / 1e12
+            result["mfu_measured_peak"] = round(achieved / peak, 4)
+            result["mfu_datasheet"] = round(achieved / datasheet, 4) if datasheet else None
+        baseline = (results + [result])[0]
+        if variant.packed and "tokens_per_second" in baseline and "tokens_per_second" in result:
+            result["speedup_vs_baseline"] = round(result["tokens_per_second"] / baseline["tokens_per_second"], 2)
+        if variant.packed and args.find_max_batch and device.type == "cuda" and "error" not in result:
+            result["largest_micro_batch"] = largest_micro_batch(model_config, variant, stage, args.max_length,
+                                                                tokenizer, device)
+        results.append(result)
+        print(json.dumps(result), flush=True)
+    return results
 
 
 def run(args: Namespace) -> dict:
@@ -299,29 +388,10 @@ def run(args: Namespace) -> dict:
     device_name = describe()["device"]
     datasheet = next((v for k, v in DATASHEET_BF16_TFLOPS.items() if k in str(device_name)), None)
     results = []
-    for stage in args.stages:
-        examples = synthetic_examples(stage, args.examples, args.max_length)
-        measured = variants(args.max_length, args.micro_batch_size, stage, args.attn, args.dtype)
-        for variant in measured:
-            try:
-                result = measure(model_config, variant, examples, args.steps, 128004, device)
-            except torch.OutOfMemoryError:
-                result = {"path": variant.name, "stage": stage, "error": "out of memory"}
-                torch.cuda.empty_cache()
-            except Exception as err:  # e.g. an attention implementation this device or version lacks
-                result = {"path": variant.name, "stage": stage, "error": f"{type(err).__name__}: {err}"[:200]}
-            if "tokens_per_second" in result:
-                achieved = result["tokens_per_second"] * result["flops_per_token"] / 1e12
-                result["mfu_measured_peak"] = round(achieved / peak, 4)
-                result["mfu_datasheet"] = round(achieved / datasheet, 4) if datasheet else None
-            baseline = next(r for r in results + [result] if r["path"] == measured[0].name)
-            if variant.packed and "tokens_per_second" in baseline and "tokens_per_second" in result:
-                result["speedup_vs_baseline"] = round(result["tokens_per_second"] / baseline["tokens_per_second"], 2)
-            if variant.packed and args.find_max_batch and device.type == "cuda" and "error" not in result:
-                result["largest_micro_batch"] = largest_micro_batch(model_config, variant, stage, args.max_length,
-                                                                    device)
-            results.append(result)
-            print(json.dumps(result), flush=True)
+    with tempfile.TemporaryDirectory(prefix="omics-bench-") as work:
+        for stage in args.stages:
+            results += measure_stage(model_config, stage, args, stage_tokenizer(Path(work), stage), device, peak,
+                                     datasheet)
     doc = {"benchmark": "train", "shape": args.shape, "device": describe(), "versions": versions(),
            "matmul_peak_tflops": round(peak, 2), "datasheet_tflops": datasheet, "memory_cap_gb": args.cap_gb,
            "settings": vars(args) | {"out": str(args.out)}, "results": results}
