@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # and training may run evaluation (its in-training evaluation), never the reverse.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundations", ("omics", "omics.errors", "omics.paths", "omics.io", "omics.sequences", "omics.device",
-                     "omics.config", "omics.tiny")),
+                     "omics.config", "omics.tiny", "omics.version", "omics.compat")),
     ("tasks", ("omics.answers", "omics.families", "omics.labels", "omics.scores", "omics.tasktypes",
                "omics.model_card")),
     ("model", ("omics.runs", "omics.model", "omics.optim")),
