@@ -7,9 +7,13 @@ from argparse import Namespace
 
 
 def run(args: Namespace) -> dict:
+    from omics.evaluate.html_report import write_report
     from omics.evaluate.report import ensure_writable
     from omics.evaluate.scoring import rescore
 
     if args.out is not None:
         ensure_writable(args.out / "metrics.json", args.overwrite)
-    return rescore(args.predictions, args.train_data, args.out)
+    doc = rescore(args.predictions, args.train_data, args.out)
+    if args.out is not None:
+        write_report(args.out)
+    return doc

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any
 
 from omics.errors import UserError
 from omics.evaluate.tasks import FAMILIES, PAPER_COLUMNS, PAPER_RESULTS
@@ -38,14 +38,14 @@ def _umask() -> int:
 
 
 @contextmanager
-def _atomic_open(path: Path) -> Iterator[TextIO]:
+def _atomic_open(path: Path, binary: bool = False) -> Iterator[IO]:
     """Write beside the target, then rename: a crash never leaves a half-written results file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results get a normal file's permissions
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             yield f
         os.replace(tmp, path)
     except BaseException:
@@ -96,6 +96,11 @@ def _scalars(values: dict[str, Any], prefix: str) -> Iterator[tuple[str, float]]
 def write_text(path: Path, text: str) -> None:
     with _atomic_open(path) as f:
         f.write(text)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    with _atomic_open(path, binary=True) as f:
+        f.write(data)
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from omics.device import default_batch_tokens, mixed_precision
 from omics.errors import UserError
 from omics.evaluate.confidence import true_class_probability
 from omics.evaluate.generate import Backend, Generation
+from omics.evaluate.html_report import write_report
 from omics.evaluate.parse import normalize_label
 from omics.evaluate.report import (
     compare_files,
@@ -206,6 +207,7 @@ def evaluate_generation(stage: int, args: Any, backend: Backend | None = None) -
     print(format_table(results, overall))
     print(prompt_fit_summary(meta, max_length))
     _write_comparison(stage, metrics_dir, meta["data_sha256"])
+    write_report(metrics_dir)
     return doc
 
 
