@@ -45,5 +45,5 @@ def run(args: Namespace) -> None:
     main(["compare", "--stages", "1", "2", "3", "--metrics-root", str(metrics)])
     reports = [p for p in (*(metrics / s / "report.html" for s in ("stage1", "stage2", "stage3")),
                            metrics / "comparison.html") if p.is_file()]
-    print("\nreports (open in a browser):", *reports, "plots (PNG):", *(p.parent / "plots" for p in reports),
-          sep="\n  ")
+    print("\nreports (open in a browser):", *reports, sep="\n  ")
+    print("plots (PNG):", *(p.parent / "plots" for p in reports), sep="\n  ")
