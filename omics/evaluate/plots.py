@@ -28,6 +28,7 @@ COLUMNS = 4  # panels per row of a one-panel-per-task figure
 SCATTER_POINTS = 2000  # per regression output: enough to see a collapse, bounded for a 244k-row file
 TOP_CLASSES = 20  # classes shown in a distribution (FunctionEC has thousands of EC numbers)
 SEED = 0  # the scatter sample: the same file draws the same picture
+LEGEND_LINES = 8  # more curves in one panel (one per task) go without a legend
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ def training_curves(metrics_dir: Path) -> Plot | None:
             if steps:
                 ax.plot(steps, values, marker="." if len(steps) < 30 else None, label=label or None)
         ax.set(title=title, xlabel="step")
-        if len(lines) > 1:
+        if 1 < len(lines) <= LEGEND_LINES:
             ax.legend(fontsize="small")
     return _render("training", "Training", fig)
 
@@ -121,7 +122,7 @@ def _hbars(ax, names: list[str], series: dict[str, list[Any]], markers: dict[str
     y = np.arange(len(names))
     height = 0.8 / max(len(series), 1)
     for i, (label, values) in enumerate(series.items()):
-        ax.barh(y - 0.4 + height * (i + 0.5), [v if v is not None else 0 for v in values], height, label=label)
+        ax.barh(y - 0.4 + height * (i + 0.5), [math.nan if v is None else v for v in values], height, label=label)
     for (label, values), marker in zip(markers.items(), "D^os", strict=False):
         shown = [(v, k) for k, v in enumerate(values) if v is not None]
         if shown:
