@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from omics.evaluate.parse import normalize_label
-from omics.evaluate.report import paper_rows, write_bytes
-from omics.evaluate.tasks import PAPER_COLUMNS, PAPER_RESULTS, TaskSpec
+from omics.evaluate.report import write_bytes
+from omics.evaluate.tasks import FAMILIES, PAPER_COLUMNS, PAPER_RESULTS, TaskSpec
 
 PLOTS_DIR = "plots"
 DPI = 100
@@ -166,9 +166,8 @@ def score_bars(docs: dict[str, dict[str, Any]]) -> list[Plot]:
     tables = {label: doc.get("paper_table") or {} for label, doc in docs.items()}
     columns = [c for c in PAPER_COLUMNS if any(c in t for t in tables.values())]
     if columns:
-        rows = {c: (metric, s12, s123) for c, metric, _, s12, s123 in paper_rows(dict.fromkeys(columns))}
         plots.append(_bars("paper-table", "Paper table: families pooled, beside the paper's numbers", "×100",
-                           [f"{c} ({rows[c][0]})" for c in columns],
+                           [f"{c} ({FAMILIES[PAPER_COLUMNS[c][0]][1]})" for c in columns],
                            {label: [t.get(c) for c in columns] for label, t in tables.items()},
                            {"paper S12": [PAPER_RESULTS[c][0] for c in columns],
                             "paper S123": [PAPER_RESULTS[c][1] for c in columns]}))
