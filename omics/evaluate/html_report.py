@@ -171,7 +171,7 @@ def _safely(write, folder: Path) -> Path | None:
     and an error here would make the command's --overwrite put the previous results back."""
     try:
         return write()
-    except Exception as err:  # noqa: BLE001 - see docstring
+    except Exception as err:  # any failure: see the docstring
         log.warning("%s: the results are written, but their plots/report failed: %s: %s", folder,
                     type(err).__name__, err)
         log.debug("plots/report failure", exc_info=True)
