@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any
 
 from omics.errors import UserError
 
@@ -29,14 +29,14 @@ def _umask() -> int:
 
 
 @contextmanager
-def atomic_open(path: Path) -> Iterator[TextIO]:
+def atomic_open(path: Path, binary: bool = False) -> Iterator[IO]:
     """Write beside the target, then rename: a crash never leaves a half-written results file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results get a normal file's permissions
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             yield f
         os.replace(tmp, path)
     except BaseException:
@@ -47,6 +47,11 @@ def atomic_open(path: Path) -> Iterator[TextIO]:
 def write_text(path: Path, text: str) -> None:
     with atomic_open(path) as f:
         f.write(text)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    with atomic_open(path, binary=True) as f:
+        f.write(data)
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:

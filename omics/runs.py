@@ -40,8 +40,7 @@ KNOWN = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "adapter",
     "checkpoints", ".staging", "parameters.json", "data_report.json", "run_summary.json", "tensorboard",
     "metrics.json", "metrics.md", "predictions.jsonl", "predictions.settings.json", "comparison.md", "direct",
-    "modes.md",
-    "likelihood.json", "likelihood.md",
+    "modes.md", "likelihood.json", "likelihood.md", "report.html", "plots", "comparison.html",
     "likelihood_base_cache.json", "omics_model.json", ".*.tmp", "base-model", "models", "metrics",
 )
 SHOWN = 3  # foreign files named in a refusal
@@ -332,6 +331,7 @@ class Run:
 EVALUATION_FILES = ("predictions.jsonl", "predictions.settings.json", "metrics.json", "metrics.md", "comparison.md")
 LIKELIHOOD_FILES = ("likelihood.json", "likelihood.md")
 SCORE_FILES = ("predictions.jsonl", "metrics.json", "metrics.md")
+REPORT_FILES = ("report.html", "plots")  # drawn from all the folder's results: replaced by each command, not refused
 
 
 def evaluation_files(mode: str | None) -> tuple[str, ...]:
@@ -348,7 +348,7 @@ def hold_results(label: str, folder: Path, names: tuple[str, ...], overwrite: bo
     """evaluate / score: earlier results are refused unless --overwrite, which sets them aside until the new
     ones are written, or --resume, which continues them; the other files of the folder (a training run's
     records) stay untouched."""
-    with Run({label: (folder, names)}, inputs, continue_pending=resume) as run:
+    with Run({label: (folder, (*names, *REPORT_FILES))}, inputs, continue_pending=resume) as run:
         unfinished = folder / "predictions.jsonl"
         if not (resume or overwrite) and unfinished.is_file() and not (folder / "metrics.json").is_file():
             raise UserError(f"{unfinished} holds results of an earlier run; pass --resume to continue it or "

@@ -9,6 +9,7 @@ from omics.errors import UserError
 
 
 def run(args: Namespace) -> dict:
+    from omics.evaluate.html_report import write_comparison_report
     from omics.evaluate.report import compare_files
     from omics.io import write_text
 
@@ -25,4 +26,5 @@ def run(args: Namespace) -> dict:
     table, docs = compare_files(found)
     print(table)
     write_text(args.metrics_root / "comparison.md", table + "\n")
+    write_comparison_report(args.metrics_root, table, docs)
     return docs

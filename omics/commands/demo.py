@@ -51,4 +51,9 @@ def run(args: Namespace) -> None:
         print(f"\n=== omics {' '.join(step[:2])} ({stage} model) ===", flush=True)
         if main(step) != 0:  # --overwrite: omics.runs.hold_demo
             raise SystemExit(f"demo stopped at: omics {' '.join(step)}")
-    main(["compare", "--stages", "1", "2", "3", "--metrics-root", str(work / "metrics")])
+    metrics = work / "metrics"
+    main(["compare", "--stages", "1", "2", "3", "--metrics-root", str(metrics)])
+    reports = [p for p in (*(metrics / s / "report.html" for s in ("stage1", "stage2", "stage3")),
+                           metrics / "comparison.html") if p.is_file()]
+    print("\nreports (open in a browser):", *reports, sep="\n  ")
+    print("plots (PNG):", *(p.parent / "plots" for p in reports), sep="\n  ")

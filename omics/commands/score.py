@@ -9,6 +9,7 @@ from omics.errors import UserError
 
 
 def run(args: Namespace) -> dict:
+    from omics.evaluate.html_report import write_report
     from omics.evaluate.scoring import rescore
     from omics.io import ensure_writable
     from omics.model_card import read_card
@@ -18,5 +19,9 @@ def run(args: Namespace) -> dict:
     if args.model is not None and args.train_data is None:  # the model's training label summary
         if not args.model.is_dir():
             raise UserError(f"--model {args.model}: no such folder; pass the model folder the answers came from")
-        return rescore(args.predictions, None, args.out, train_summary=read_card(args.model).tasks or {})
-    return rescore(args.predictions, args.train_data, args.out)
+        doc = rescore(args.predictions, None, args.out, train_summary=read_card(args.model).tasks or {})
+    else:
+        doc = rescore(args.predictions, args.train_data, args.out)
+    if args.out is not None:
+        write_report(args.out)
+    return doc

@@ -25,6 +25,7 @@ from omics.device import default_batch_tokens, mixed_precision
 from omics.errors import UserError
 from omics.evaluate.confidence import true_class_probability
 from omics.evaluate.generate import Backend, Generation
+from omics.evaluate.html_report import write_report
 from omics.evaluate.parse import normalize_label
 from omics.evaluate.report import compare_files, format_table, write_metrics
 from omics.evaluate.scoring import _specs, parse_rows, reference_check, score_rows
@@ -231,6 +232,7 @@ def evaluate_generation(stage: Stage, args: Any, backend: Backend | None = None,
     print(format_table(results, overall))
     print(prompt_fit_summary(meta, max_length))
     _write_comparison(label, stage, args.metrics_dir, metrics_dir, meta["data_sha256"])
+    write_report(metrics_dir)
     return doc
 
 

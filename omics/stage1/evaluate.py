@@ -13,6 +13,7 @@ from omics.cli import main
 def run(args: Namespace) -> dict:
     from omics.config import load_config
     from omics.data.packing import cache_key, file_sha256, model_fingerprint
+    from omics.evaluate.html_report import write_report
     from omics.evaluate.likelihood import format_likelihood_table, sequence_likelihood
     from omics.evaluate.report import log_scalars
     from omics.io import ensure_writable, write_json, write_text
@@ -49,6 +50,7 @@ def run(args: Namespace) -> dict:
     table = format_likelihood_table(results)
     write_text(args.metrics_dir / "likelihood.md", f"# Stage 1 held-out likelihood\n\n{table}\n")
     print(table)
+    write_report(args.metrics_dir)
     return doc
 
 
