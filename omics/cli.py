@@ -115,7 +115,7 @@ def _train_parser(sub, stage: Stage) -> None:
     p.add_argument("--config", type=Path, default=stage.config)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable), e.g. --set learning_rate=5e-5")
-    p.add_argument("--base-model", type=Path, default=stage.starts_from)
+    p.add_argument("--base-model", type=Path, default=stage.base_model)
     p.add_argument("--output-dir", type=Path, default=stage.model_dir)
     p.add_argument("--metrics-dir", type=Path, default=stage.metrics_dir)
     p.add_argument("--cache-dir", type=Path, help=f"tokenised-data cache (default: {paths.CACHE} beside --output-dir)")
@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="debug messages, and the libraries' own notices and warnings")
     parser.add_argument("--debug", action="store_true", help="show the traceback of every error, not one line")
+    parser.add_argument("--root", type=Path, default=paths.DEFAULT_ARCHIVE,
+                        help="the folder holding models/ and metrics/: every default model, metrics and "
+                             "comparison folder is under it (e.g. --root archive/demo for the demo's)")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, stage in registered().items():
         stage_parser = commands.add_parser(name, help=f"Stage {stage.number} train / evaluate: {stage.summary}",
@@ -176,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="per-task deltas between evaluated stages",
                                   **help_texts("omics compare --stages 2 3"))
     compare.add_argument("--stages", type=int, nargs="+", help="default: every stage with a metrics.json")
+    compare.add_argument("--overwrite", action="store_true", help="replace an earlier comparison.md/.html")
     compare.add_argument("--metrics-root", type=Path, default=paths.ARCHIVE / "metrics",
                          help="folder holding stageN/metrics.json")
     generate = commands.add_parser("generate", help="answer the questions of a .jsonl/.csv/.xlsx file", **help_texts(
@@ -265,7 +269,15 @@ def evaluate(stage: Stage, args: argparse.Namespace) -> dict:
     return evaluate_stage(stage, args)
 
 
+def use_root(argv: list[str] | None) -> None:
+    """`--root DIR` moves every default under DIR: set before the parser computes its defaults."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--root", type=Path, default=paths.DEFAULT_ARCHIVE)
+    paths.ARCHIVE = pre.parse_known_args(argv)[0].root
+
+
 def main(argv: list[str] | None = None) -> int:
+    use_root(argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")  # omics, or the library

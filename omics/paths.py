@@ -7,7 +7,8 @@ from importlib import resources
 from pathlib import Path
 
 BASE_MODEL = Path("Meta-Llama-3.1-8B")
-ARCHIVE = Path("archive")
+DEFAULT_ARCHIVE = Path("archive")
+ARCHIVE = DEFAULT_ARCHIVE  # the folder of models/ and metrics/: `omics --root DIR` (cli.use_root) sets it
 CACHE = ".omics-cache"  # beside a run's model folder: see cache_dir
 
 

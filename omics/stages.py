@@ -46,7 +46,7 @@ class Stage:
     summary: str  # one line for --help
     chat: bool  # examples in the Llama-3 chat format (the saved model carries the chat template)
     examples: ExampleBuilder  # data file → token ids and labels; imports its own heavy modules
-    starts_from: Path  # the default --base-model
+    starts_from: Path | int  # the default --base-model: a folder, or the stage whose model it continues
     missing_base_hint: str  # what to do when that model is not there
     evaluation: Literal["likelihood", "generation"]  # held-out bits per residue, or answers generated and scored
     modes: tuple[str, ...] = ("direct",)  # how it is asked, the default first: "direct" (the whole answer is
@@ -57,6 +57,11 @@ class Stage:
     @property
     def name(self) -> str:
         return f"stage{self.number}"
+
+    @property
+    def base_model(self) -> Path:
+        """The default --base-model (under --root for a stage's model, read when the parser is built)."""
+        return paths.model_dir(self.starts_from) if isinstance(self.starts_from, int) else self.starts_from
 
     @property
     def config(self) -> Path:

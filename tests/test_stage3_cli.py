@@ -104,6 +104,8 @@ def test_evaluate_reports_format_compliance(run):
         assert result["format_compliance"] == pytest.approx(100 * sum(ok) / len(ok), abs=0.01)
         assert {"mean", "median", "max"} <= set(result["output_words"])
     assert doc["meta"]["stage"] == 3
+    title = (run.metrics / "metrics.md").read_text().splitlines()[0]
+    assert title == "# stage3 evaluation (reasoning mode) of the stage3 model models/stage3"
 
 
 def test_score_keeps_the_reasoning_rules(run, monkeypatch):
@@ -121,6 +123,9 @@ def test_compare_with_a_stage2_evaluation_of_the_same_file(run, monkeypatch, cap
     (run.root / "metrics/stage2/metrics.json").write_text(json.dumps(stage2))
     assert cli(monkeypatch, run.root, "compare", "--stages", "2", "3", "--metrics-root", "metrics") == 0
     out = capsys.readouterr().out
+    again = ["compare", "--stages", "2", "3", "--metrics-root", "metrics"]
+    assert cli(monkeypatch, run.root, *again) == 2  # comparison.md exists: replaced only when asked
+    assert cli(monkeypatch, run.root, *again, "--overwrite") == 0
     direct = read_json(run.metrics / "direct" / "metrics.json")["tasks"]  # --mode both: a column of its own
     assert "| task | stage2 | stage3 | stage3 direct | Δ stage3-stage2 | Δ stage3 direct-stage3 |" in out
     for task, result in stage3["tasks"].items():

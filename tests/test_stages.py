@@ -9,7 +9,7 @@ import pytest
 from helpers import cli, head
 
 from omics import paths
-from omics.cli import build_parser
+from omics.cli import build_parser, use_root
 from omics.stages import STAGES, ExtraData, Stage, registered
 from omics.train import RunArgs
 
@@ -61,3 +61,17 @@ def test_a_new_stage_is_one_registration(tiny_model, tmp_path, monkeypatch):
     assert cli(monkeypatch, tmp_path, "stage4", "evaluate", "--data", "train.jsonl", "--max-samples", "1") == 0
     metrics = json.loads((tmp_path / "archive/metrics/stage4/metrics.json").read_text())
     assert metrics["meta"]["stage"] == 4 and metrics["tasks"]
+
+
+def test_root_moves_every_default_folder(monkeypatch):
+    monkeypatch.setattr(paths, "ARCHIVE", paths.ARCHIVE)  # put back after the test
+    argv = ["--root", "archive/demo", "stage3", "train", "--data", "r.jsonl"]
+    use_root(argv)
+    train = build_parser().parse_args(argv)
+    assert (train.base_model, train.output_dir, train.metrics_dir) == (
+        Path("archive/demo/models/stage2"), Path("archive/demo/models/stage3"), Path("archive/demo/metrics/stage3"))
+    use_root(["--root", "elsewhere", "compare"])
+    assert build_parser().parse_args(["--root", "elsewhere", "compare"]).metrics_root == Path("elsewhere/metrics")
+    use_root(["stage1", "train", "--data", "s.txt"])  # no --root: archive/, and Stage 1 still starts from the base
+    stage1 = build_parser().parse_args(["stage1", "train", "--data", "s.txt"])
+    assert (stage1.base_model, stage1.output_dir) == (paths.BASE_MODEL, Path("archive/models/stage1"))

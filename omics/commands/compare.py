@@ -11,7 +11,7 @@ from omics.errors import UserError
 def run(args: Namespace) -> dict:
     from omics.evaluate.html_report import write_comparison_report
     from omics.evaluate.report import compare_files
-    from omics.io import write_text
+    from omics.io import ensure_writable, write_text
 
     stages = args.stages or [s for s in (1, 2, 3) if (args.metrics_root / f"stage{s}" / "metrics.json").is_file()]
     found = {f"stage{s}": args.metrics_root / f"stage{s}" / "metrics.json" for s in stages}
@@ -23,6 +23,7 @@ def run(args: Namespace) -> dict:
             found[f"stage{s} direct"] = direct
     if len(found) < 2:
         raise UserError(f"fewer than two evaluated stages under {args.metrics_root}: nothing to compare")
+    ensure_writable(args.metrics_root / "comparison.md", args.overwrite)
     table, docs = compare_files(found)
     print(table)
     write_text(args.metrics_root / "comparison.md", table + "\n")

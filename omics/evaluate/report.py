@@ -89,6 +89,7 @@ def write_metrics(
     step: int = 0,
     json_name: str = "metrics.json",
     md_name: str = "metrics.md",
+    title: str | None = None,
 ) -> dict[str, Any]:
     """metrics.json + tfevents (`eval/<task>/<metric>`, at the training `step`) + a Markdown table.
 
@@ -103,7 +104,7 @@ def write_metrics(
         doc["paper_table"] = overall["paper_table"]
     write_json(metrics_dir / json_name, doc)
     log_scalars(metrics_dir, {**results, "overall": overall}, tag=tag, step=step)
-    write_text(metrics_dir / md_name, f"# Evaluation: {tag}\n\n{format_table(results, overall)}")
+    write_text(metrics_dir / md_name, f"# {title or f'Evaluation: {tag}'}\n\n{format_table(results, overall)}")
     return doc
 
 

@@ -228,7 +228,8 @@ def evaluate_generation(stage: Stage, args: Any, backend: Backend | None = None,
         "task_specs": {task: spec.to_dict() for task, spec in specs.items()},
     }
     label = stage.name if results_dir is None else f"{stage.name}-{mode}"
-    doc = write_metrics(metrics_dir, results, overall, meta, tag=label)
+    title = f"{stage.name} evaluation ({mode} mode) of the {card.stage or Path(model_dir).name} model {model_dir}"
+    doc = write_metrics(metrics_dir, results, overall, meta, tag=label, title=title)
     print(format_table(results, overall))
     print(prompt_fit_summary(meta, max_length))
     _write_comparison(label, stage, args.metrics_dir, metrics_dir, meta["data_sha256"])

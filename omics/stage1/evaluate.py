@@ -26,7 +26,7 @@ def run(args: Namespace) -> dict:
     model = require_model_dir(args.model, "Train it first: omics stage1 train --data FILE, or pass --model DIR.")
     card = read_card(model)  # a folder without one: Stage 1's default config and base model
     config = card.config or load_config(STAGE.config).to_dict()
-    base = require_model_dir(args.base_model or (card.base_model or {}).get("path") or STAGE.starts_from,
+    base = require_model_dir(args.base_model or (card.base_model or {}).get("path") or STAGE.base_model,
                              "Pass --base-model DIR (the model Stage 1 started from).")
     settings = {"max_length": config["max_length"], "wrap_tags": config["wrap_tags"], "dtype": args.dtype}
     data_sha = file_sha256(args.data)

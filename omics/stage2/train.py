@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from omics import paths
 from omics.cli import main
 from omics.stages import Stage, register
 
@@ -16,7 +15,7 @@ def examples(path, tokenizer, config, report, meta):
 
 
 STAGE = register(Stage(
-    number=2, summary="instruction tuning", chat=True, examples=examples, starts_from=paths.model_dir(1),
+    number=2, summary="instruction tuning", chat=True, examples=examples, starts_from=1,
     missing_base_hint="Run Stage 1 first (omics stage1 train), or pass --base-model DIR.",
     evaluation="generation", max_new_tokens=64))
 
