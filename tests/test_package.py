@@ -18,7 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = {f"omics/configs/{d}stage{n}.yaml" for d in ("", "demo/") for n in (1, 2, 3)} | {
     f"omics/samples/{name}" for name in ("stage1_train.txt", "stage1_heldout.txt", "stage2_train.jsonl",
-                                         "stage2_test.jsonl", "stage3_train.jsonl")}
+                                         "stage2_test.jsonl", "stage3_train.jsonl", "stage2_valid.jsonl",
+                                         "stage3_valid.jsonl")}
 PIP = ["-m", "pip", "--disable-pip-version-check", "--no-input", "-q"]
 
 

@@ -12,7 +12,8 @@ import pytest
 from omics.samples import make_samples
 
 SAMPLES = Path(make_samples.__file__).parent
-INSTRUCTION_FILES = ["stage2_train.jsonl", "stage2_test.jsonl", "stage3_train.jsonl", "stage2_valid.jsonl"]
+INSTRUCTION_FILES = ["stage2_train.jsonl", "stage2_test.jsonl", "stage3_train.jsonl", "stage2_valid.jsonl",
+                     "stage3_valid.jsonl"]
 TASKS = [
     "emp-gcrich",
     "gc_content",
@@ -101,7 +102,7 @@ def test_binary_classes_are_balanced_and_test_questions_unseen() -> None:
     for task in ("emp-gcrich", "Solubility-hydrophobic"):
         assert Counter(r["label"] for r in test if r["task"] == task) == {"positive": 15, "negative": 15}
     train = {r["input"] for name in ("stage2_train.jsonl", "stage3_train.jsonl") for r in _records(name)}
-    valid = {r["input"] for r in _records("stage2_valid.jsonl")}
+    valid = {r["input"] for name in ("stage2_valid.jsonl", "stage3_valid.jsonl") for r in _records(name)}
     assert not train & {r["input"] for r in test} and not valid & (train | {r["input"] for r in test})
 
 

@@ -14,18 +14,18 @@ def steps(work: Path, gpu: int, samples: Path = SAMPLES) -> list[tuple[list[str]
     on one GPU (pinned once per process: see device.pin_one_gpu), on the bundled `samples` or files named alike."""
     base, models, metrics = work / "base-model", work / "models", work / "metrics"
     stage_test = str(samples / "stage2_test.jsonl")
-    stage_valid = str(samples / "stage2_valid.jsonl")  # validation by generation while training: the curves
+    valid = {stage: str(samples / f"{stage}_valid.jsonl") for stage in ("stage2", "stage3")}  # the curves
     commands = [  # (command, the stage whose model and metrics folder it uses)
         (["stage1", "train", "--data", str(samples / "stage1_train.txt"),
           "--eval-data", str(samples / "stage1_heldout.txt"), "--base-model", str(base)], "stage1"),
         (["stage1", "evaluate", "--data", str(samples / "stage1_heldout.txt")], "stage1"),
         # the Stage 1 model answering the test questions: the "before" row of the comparison
         (["stage2", "evaluate", "--data", stage_test], "stage1"),
-        (["stage2", "train", "--data", str(samples / "stage2_train.jsonl"), "--eval-data", stage_valid,
+        (["stage2", "train", "--data", str(samples / "stage2_train.jsonl"), "--eval-data", valid["stage2"],
           "--base-model", str(models / "stage1")], "stage2"),
         (["stage2", "evaluate", "--data", stage_test], "stage2"),
         (["stage3", "train", "--data", str(samples / "stage3_train.jsonl"),
-          "--replay-data", str(samples / "stage2_train.jsonl"), "--eval-data", stage_valid,
+          "--replay-data", str(samples / "stage2_train.jsonl"), "--eval-data", valid["stage3"],
           "--base-model", str(models / "stage2")], "stage3"),
         (["stage3", "evaluate", "--data", stage_test, "--mode", "both"], "stage3"),
     ]

@@ -25,7 +25,7 @@ NUCLEOTIDE_NAMES = {"A": "adenine", "C": "cytosine", "G": "guanine", "U": "uraci
 PRETRAIN_FILES = {"stage1_train.txt": 600, "stage1_heldout.txt": 120}
 # Stages 2-3: examples per task per file (five tasks, equal counts).
 INSTRUCTION_FILES = {"stage2_train.jsonl": 300, "stage2_test.jsonl": 30, "stage3_train.jsonl": 80,
-                     "stage2_valid.jsonl": 20}  # validation during training (the demo), apart from the test set
+                     "stage2_valid.jsonl": 20, "stage3_valid.jsonl": 20}  # validation while training (the demo)
 
 Example = tuple[str, str, str | float, str]  # input, output, label, reasoning
 
