@@ -109,7 +109,8 @@ def _train_parser(sub, stage: Stage) -> None:
     p = sub.add_parser("train", help=f"train Stage {stage.number} ({stage.summary})",
                        **help_texts(stage_example(stage, "train")))
     p.add_argument("--data", type=Path, required=True, help="training file")
-    p.add_argument("--eval-data", type=Path, help="held-out file for periodic evaluation loss")
+    p.add_argument("--eval-data", type=Path, help="held-out file: periodic eval loss and (Stages 2-3) generated "
+                   "answers scored, the best checkpoint kept (best_model_metric)")
     for extra in stage.extra_data:
         p.add_argument(f"--{extra.name}-data", type=Path, help=extra.help)
     p.add_argument("--config", type=Path, default=stage.config)

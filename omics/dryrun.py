@@ -32,7 +32,7 @@ from omics.data.validate import DataReport
 from omics.device import model_dtype
 from omics.model import load_tokenizer, require_model_dir
 from omics.stages import ExampleBuilder, Stage
-from omics.train import RunArgs, build_dataset, check_precision, choose_max_length
+from omics.train import RunArgs, build_dataset, check_precision, check_schedule, choose_max_length
 
 log = logging.getLogger("omics")
 UNSHORTENED = 10**9  # a max_length nothing exceeds: the example as it was before shortening
@@ -55,6 +55,7 @@ def dry_run(stage: Stage, args: RunArgs) -> dict[str, Any]:
     memory; return the figures. Reads the base model's tokenizer and config.json only."""
     config = load_config(args.config, args.overrides)
     check_precision(config)
+    check_schedule(stage, config, args.eval_data is not None)
     base = require_model_dir(args.base_model, stage.missing_base_hint)
     tokenizer = load_tokenizer(base, chat=stage.chat)
     print(f"dry run of stage{stage.number} train: nothing is trained, nothing written into {args.output_dir} "

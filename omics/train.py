@@ -208,11 +208,12 @@ def data_key(stage: Stage, path: Path, tokenizer, config: TrainConfig, extra: di
     )
 
 
-def build_dataset(stage: Stage, path: Path, tokenizer, config: TrainConfig, extra: dict[str, Path], cache_dir: Path):
+def build_dataset(stage: Stage, path: Path, tokenizer, config: TrainConfig, extra: dict[str, Path], cache_dir: Path,
+                  validation: bool = False):
     """Tokenised, packed blocks of one data file, cached by content, tokenizer and the settings that matter."""
     key = data_key(stage, path, tokenizer, config, extra)
     report = DataReport(str(path))
-    meta: dict[str, Any] = {"extra": {k: str(v) for k, v in extra.items()}}
+    meta: dict[str, Any] = {"extra": {k: str(v) for k, v in extra.items()}, "validation": validation}
 
     def finish() -> dict:
         return {**meta, "report": report.to_dict(), "summary": report.summary()}
@@ -299,13 +300,17 @@ def best_metric(stage: Stage, config: TrainConfig, has_eval: bool) -> str | None
     return None
 
 
-def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool,
-                       best: str | None = None) -> TrainingArguments:
-    cuda, dtype = use_cuda(), model_dtype(config.dtype)
-    if best and config.save_steps % config.eval_steps:
+def check_schedule(stage: Stage, config: TrainConfig, has_eval: bool) -> None:
+    """Keeping the best checkpoint needs a checkpoint at every evaluation it may pick (checked before any file)."""
+    if best_metric(stage, config, has_eval) and config.save_steps % config.eval_steps:
         raise UserError(f"best_model_metric={config.best_model_metric} keeps the best of the checkpoints, so "
                         f"save_steps ({config.save_steps}) must be a multiple of eval_steps ({config.eval_steps}); "
                         "change one, or --set best_model_metric=last")
+
+
+def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool,
+                       best: str | None = None) -> TrainingArguments:
+    cuda, dtype = use_cuda(), model_dtype(config.dtype)
     return TrainingArguments(
         output_dir=str(checkpoints),
         per_device_train_batch_size=config.micro_batch_size,
@@ -412,6 +417,7 @@ def _train(stage: Stage, args: RunArgs, run: Run) -> dict[str, Any]:
     started = time.time()
     config = load_config(args.config, args.overrides)
     check_precision(config)
+    check_schedule(stage, config, args.eval_data is not None)
     base = require_model_dir(args.base_model, stage.missing_base_hint)
     check_directories(args)
     first_chat = stage.chat and not has_chat_template(base)
@@ -424,7 +430,8 @@ def _train(stage: Stage, args: RunArgs, run: Run) -> dict[str, Any]:
         from omics.evaluate.run import eval_subset
 
         eval_data = eval_subset(eval_data, config.eval_max_samples, args.cache_dir)
-    eval_set = build_dataset(stage, eval_data, tokenizer, config, {}, args.cache_dir)[0] if eval_data else None
+    eval_set = build_dataset(stage, eval_data, tokenizer, config, {}, args.cache_dir, validation=True)[0] \
+        if eval_data else None
     checkpoints = reset_directories(args, run)
     write_json(args.metrics_dir / "data_report.json", train_meta)
     torch.manual_seed(config.seed)

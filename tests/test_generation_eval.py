@@ -57,3 +57,14 @@ def test_training_keeps_the_best_validation_checkpoint(tmp_path, tiny_model, mon
     assert saved.keys() == checkpoint.keys()
     for key in saved:
         torch.testing.assert_close(saved[key], checkpoint[key], rtol=0, atol=0)
+    evaluate = ["stage2", "evaluate", "--data", "valid.jsonl", "--model", "model", "--metrics-dir", "eval"]
+    assert cli(monkeypatch, tmp_path, *evaluate, "--max-new-tokens", "0") == 2  # refused before any file
+    assert not (tmp_path / "eval" / "predictions.jsonl").exists()
+
+
+def test_a_schedule_that_cannot_keep_the_best_is_refused_before_any_file(tmp_path, tiny_model, monkeypatch):
+    (tmp_path / "train.jsonl").write_text("\n".join(head("stage2_train.jsonl", 8)) + "\n")
+    assert cli(monkeypatch, tmp_path, "stage2", "train", "--data", "train.jsonl", "--eval-data", "train.jsonl",
+               "--base-model", str(tiny_model), "--output-dir", "model", "--metrics-dir", "metrics",
+               "--set=save_steps=2", "--set=eval_steps=3") == 2
+    assert not (tmp_path / "metrics").exists() and not (tmp_path / "model").exists()

@@ -107,6 +107,8 @@ def run(args: Namespace) -> int:
     from omics.model import require_model_dir
     from omics.model_card import read_card
 
+    if args.max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if args.out.suffix not in SUFFIXES:
         raise UserError(f"--out {args.out}: expected one of {', '.join(SUFFIXES)}")
     if ".xlsx" in (args.data.suffix, args.out.suffix) and not has_package("openpyxl"):

@@ -206,7 +206,8 @@ def chat_examples(
     meta["task_summary"] = {task: s.to_dict() for task, s in sorted(summaries.items())}
     meta["token_lengths"] = length_stats(lengths)
     report.warnings += [f"{problem}: the evaluator will refuse this task" for _, problem in sorted(unusable.items())]
-    report.warnings += task_warnings(meta["task_summary"])
+    if not meta.get("validation"):  # a validation file's few examples per task say nothing of training
+        report.warnings += task_warnings(meta["task_summary"])
 
 
 def reasoning_records(path: str | Path, report: DataReport, config: TrainConfig) -> list[dict]:

@@ -172,7 +172,10 @@ def evaluate_generation(stage: Stage, args: Any, backend: Backend | None = None,
     model_dir = require_model_dir(args.model, f"Train it first: omics {stage.name} train, or pass --model DIR.")
     card = read_card(model_dir)
     system = card.reasoning_prompt if reasoning else card.system_prompt
-    max_new_tokens = args.max_new_tokens or (stage.max_new_tokens if mode == stage.modes[0] else DIRECT_ANSWER_TOKENS)
+    max_new_tokens = args.max_new_tokens if args.max_new_tokens is not None else (
+        stage.max_new_tokens if mode == stage.modes[0] else DIRECT_ANSWER_TOKENS)
+    if max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     max_length = args.max_length or card.max_length
     if args.max_samples is not None and args.max_samples < 1:
         raise UserError(f"--max-samples must be at least 1, got {args.max_samples}")
