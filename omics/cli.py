@@ -291,18 +291,19 @@ def main(argv: list[str] | None = None) -> int:
             log.info("%s", optional_features())
         from omics.runs import hold_command  # one process per run folder, only omics' files replaced
 
-        with hold_command(args, STAGES[args.command].evaluation if args.command in STAGES else None):
-            if args.command in STAGES and args.action == "train" and args.dry_run is not None:
-                from omics.dryrun import dry_run  # read-only: no run folder is created, locked or checked
-                from omics.train import RunArgs
-
-                dry_run(STAGES[args.command], RunArgs.from_cli(args, STAGES[args.command]))
-            elif args.command in STAGES and args.action == "train":
+        stage = STAGES.get(args.command)
+        with hold_command(args, *((stage.evaluation, stage.modes) if stage else ())):
+            if stage and args.action == "train":
                 from omics.train import RunArgs, train  # each stage only states what differs
 
-                train(STAGES[args.command], RunArgs.from_cli(args, STAGES[args.command]))
-            elif args.command in STAGES:
-                evaluate(STAGES[args.command], args)
+                if args.dry_run is not None:
+                    from omics.dryrun import dry_run  # read-only: no run folder is created, locked or checked
+
+                    dry_run(stage, RunArgs.from_cli(args, stage))
+                else:
+                    train(stage, RunArgs.from_cli(args, stage))
+            elif stage:
+                evaluate(stage, args)
             elif args.command == "bench":
                 importlib.import_module(f"omics.bench.{args.kind.replace('-', '_')}").run(args)
             else:

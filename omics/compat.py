@@ -99,3 +99,9 @@ def scheduled_adamw_8bit(groups: list[dict], **kwargs) -> torch.optim.Optimizer:
             return super().step(closure)
 
     return ScheduledAdamW8bit(groups, **kwargs)
+
+
+def load_best_checkpoint(trainer) -> None:
+    """What HF's Trainer does at the end of `train()` with load_best_model_at_end (a private method): a resumed
+    run whose checkpoint is already at the last step ends without `train()`, and must load the best alike."""
+    trainer._load_best_model()

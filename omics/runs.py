@@ -334,12 +334,13 @@ SCORE_FILES = ("predictions.jsonl", "metrics.json", "metrics.md")
 REPORT_FILES = ("report.html", "plots")  # drawn from all the folder's results: replaced by each command, not refused
 
 
-def evaluation_files(mode: str | None) -> tuple[str, ...]:
-    """What an evaluation replaces: Stage 3's direct mode writes into `direct/`; modes.md compares the two."""
-    if mode is None:
+def evaluation_files(modes: tuple[str, ...], asked: str | None) -> tuple[str, ...]:
+    """What an evaluation replaces: the default mode's files, another mode's folder (`<mode>/`), and modes.md
+    (which compares them) for a stage with several modes; `asked` is --mode (a mode, or "both")."""
+    if len(modes) == 1:
         return EVALUATION_FILES
-    return {"reasoning": EVALUATION_FILES, "direct": ("direct",), "both": (*EVALUATION_FILES, "direct")}[mode] + (
-        "modes.md",)
+    chosen = modes if asked == "both" else (asked,)
+    return (*(name for mode in chosen for name in (EVALUATION_FILES if mode == modes[0] else (mode,))), "modes.md")
 
 
 @contextmanager
@@ -376,13 +377,14 @@ def hold_demo(workdir: Path, overwrite: bool) -> Iterator[Run]:
         yield run
 
 
-def hold_command(args: Namespace, evaluation: str | None = None) -> AbstractContextManager:
+def hold_command(args: Namespace, evaluation: str | None = None, modes: tuple[str, ...] = ("direct",)
+                 ) -> AbstractContextManager:
     """What the command `args` writes, held while it runs (training holds its own folders: see train.py);
-    `evaluation` is a stage evaluation's kind ("likelihood" or "generation")."""
+    `evaluation` is a stage evaluation's kind ("likelihood" or "generation"), `modes` its stage's modes."""
     if evaluation is not None and args.action == "evaluate":
         inputs = {"--model": args.model, "--data": args.data, "--train-data": getattr(args, "train_data", None),
                   "--base-model": getattr(args, "base_model", None)}
-        names = LIKELIHOOD_FILES if evaluation == "likelihood" else evaluation_files(getattr(args, "mode", None))
+        names = LIKELIHOOD_FILES if evaluation == "likelihood" else evaluation_files(modes, getattr(args, "mode", None))
         return hold_results("--metrics-dir", args.metrics_dir, names, args.overwrite, inputs,
                             getattr(args, "resume", False))
     if args.command == "score" and args.out is not None:

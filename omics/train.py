@@ -23,7 +23,7 @@ from transformers.integrations import TensorBoardCallback
 from transformers.trainer_utils import TrainOutput
 
 from omics import __version__, paths
-from omics.compat import attention_of, unwrap_optimizer
+from omics.compat import attention_of, load_best_checkpoint, unwrap_optimizer
 from omics.config import TrainConfig, load_config
 from omics.data.packing import (
     PackedCollator,
@@ -391,7 +391,7 @@ def train_or_restore(trainer: OmicsTrainer, checkpoint: Path | None) -> TrainOut
     except TrainingFinished:
         log.info("training had finished at step %d: saving the model from %s", trainer.state.global_step, checkpoint)
         if trainer.args.load_best_model_at_end and trainer.state.best_model_checkpoint:
-            trainer._load_best_model()
+            load_best_checkpoint(trainer)
         return TrainOutput(trainer.state.global_step, None, {})
 
 

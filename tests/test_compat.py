@@ -5,11 +5,13 @@ A failure names the library and version that changed, and what omics assumed of 
 
 from __future__ import annotations
 
+import inspect
 from importlib import metadata
 
 import pytest
 import torch
 from peft.tuners.trainable_tokens import TrainableTokensLayer
+from transformers import Trainer
 
 from omics.compat import (
     _rows_forward,
@@ -128,3 +130,10 @@ def test_torchao_8bit_adamw_keeps_lr_as_a_tensor_and_steps_with_a_scheduler():
     before = weight.detach().clone()
     optimizer.step()
     expect("torchao", bool((weight < before).all()), "AdamW8bit after a scheduler's float lr no longer steps")
+
+
+def test_trainer_loads_the_best_checkpoint_by_the_method_compat_calls():
+    method = getattr(Trainer, "_load_best_model", None)
+    assert callable(method) and list(inspect.signature(method).parameters) == ["self"], (
+        f"transformers {metadata.version('transformers')} changed Trainer._load_best_model "
+        "(omics/compat.py load_best_checkpoint relies on it)")

@@ -131,28 +131,25 @@ def evaluate_stage(stage: Stage, args: Any) -> dict:
     compares them per task (what reasoning adds or costs)."""
     asked = getattr(args, "mode", stage.modes[0])
     modes = stage.modes if asked == "both" else (asked,)
-    docs = {mode: evaluate_generation(stage, args, mode=mode, results_dir=mode_dir(stage, args.metrics_dir, mode))
-            for mode in modes}
+    docs = {mode: evaluate_generation(stage, args, mode=mode) for mode in modes}
     if len(docs) > 1:
-        table, _ = compare_files({mode: (mode_dir(stage, args.metrics_dir, mode) or args.metrics_dir) / "metrics.json"
-                                  for mode in docs})
+        table, _ = compare_files({mode: mode_dir(stage, args.metrics_dir, mode) / "metrics.json" for mode in docs})
         print(f"\n{stage.name}, {' vs '.join(docs)} mode:\n{table}")
         write_text(args.metrics_dir / "modes.md", f"# {stage.name}: {' vs '.join(docs)} mode\n\n{table}\n")
     return docs[modes[0]]
 
 
-def mode_dir(stage: Stage, metrics_dir: Path, mode: str) -> Path | None:
-    """None (--metrics-dir itself) for the stage's default mode; `<metrics-dir>/<mode>` for another."""
-    return None if mode == stage.modes[0] else metrics_dir / mode
+def mode_dir(stage: Stage, metrics_dir: Path, mode: str) -> Path:
+    """--metrics-dir itself for the stage's default mode; `<metrics-dir>/<mode>` for another."""
+    return metrics_dir if mode == stage.modes[0] else metrics_dir / mode
 
 
-def evaluate_generation(stage: Stage, args: Any, backend: Backend | None = None, mode: str | None = None,
-                        results_dir: Path | None = None) -> dict:
+def evaluate_generation(stage: Stage, args: Any, backend: Backend | None = None, mode: str | None = None) -> dict:
     """`omics stageN evaluate` for Stages 2-3: every file of evaluation.md §4 under args.metrics_dir.
 
     `mode` "direct" asks with the training system prompt and parses the whole answer; "reasoning" asks with the
     reasoning prompt Stage 3 trained its reasoning examples with and reads the answer inside <answer> tags.
-    Results go to `results_dir` (default args.metrics_dir, whose training records are read either way).
+    Results go to `mode_dir` (args.metrics_dir for the stage's default mode).
 
     Streams: the data file is read twice (label summary, then prompts by windows), rows are appended to
     predictions.jsonl batch by batch, and scoring reads that file back; `--resume` continues a killed run.
@@ -161,8 +158,8 @@ def evaluate_generation(stage: Stage, args: Any, backend: Backend | None = None,
     from omics.evaluate.generate import make_backend
     from omics.model import require_model_dir
 
-    metrics_dir: Path = results_dir or args.metrics_dir
     mode = mode or stage.modes[0]
+    metrics_dir = mode_dir(stage, args.metrics_dir, mode)
     reasoning = mode == "reasoning"
     if args.resume and not args.overwrite and (metrics_dir / "metrics.json").is_file():
         raise UserError(f"{metrics_dir} holds a finished evaluation (metrics.json); nothing to resume. "
@@ -230,7 +227,7 @@ def evaluate_generation(stage: Stage, args: Any, backend: Backend | None = None,
         "prompts_question_cut": {task: fits[task, "question_cut"] for task in specs},
         "task_specs": {task: spec.to_dict() for task, spec in specs.items()},
     }
-    label = stage.name if results_dir is None else f"{stage.name}-{mode}"
+    label = stage.name if mode == stage.modes[0] else f"{stage.name}-{mode}"
     title = f"{stage.name} evaluation ({mode} mode) of the {card.stage or Path(model_dir).name} model {model_dir}"
     doc = write_metrics(metrics_dir, results, overall, meta, tag=label, title=title)
     print(format_table(results, overall))
@@ -269,7 +266,7 @@ def _write_comparison(label: str, stage: Stage, stage_dir: Path, metrics_dir: Pa
 def validation_scalars(result: dict) -> dict[str, float]:
     """A task's validation curves: Mixed Score, paper metric, valid rate, format compliance, collapse (0/1)."""
     scalars = {"mixed_score": result["mixed_score"], "valid_rate": result["valid_rate"],
-               "collapse": float(any("collapse:" in w for w in result["warnings"]))}
+               "collapse": float(result["collapse"])}
     if (paper := result.get("paper_metric") or {}).get("value") is not None:
         scalars["paper_metric"] = paper["value"]
     if "format_compliance" in result:
