@@ -43,24 +43,37 @@ def _kill_at(target: str, nth: int, arg_contains: str) -> None:
     setattr(owner, name, kill_at_nth_call)
 
 
-def _killed_main(cwd: Path, argv: list[str], target: str, nth: int, arg_contains: str, log: Path) -> None:
+def _child_main(cwd: Path, argv: list[str], log: Path, kill: tuple[str, int, str] | None = None) -> None:
     os.chdir(cwd)
     with log.open("w") as out:  # the forkserver's stdio belong to whichever test started it
         os.dup2(out.fileno(), 1)
         os.dup2(out.fileno(), 2)
-    _kill_at(target, nth, arg_contains)
+    if kill is not None:
+        _kill_at(*kill)
     sys.exit(main([str(a) for a in argv]))
+
+
+def _run_child(cwd: Path, argv: list[str], kill: tuple[str, int, str] | None, name: str) -> tuple[int | None, Path]:
+    log = Path(cwd) / f"{name}-{next(RUNS)}.log"
+    child = FORKSERVER.Process(target=_child_main, args=(Path(cwd), argv, log, kill))
+    child.start()
+    child.join(timeout=600)
+    if child.exitcode is None:
+        child.kill()
+    return child.exitcode, log
+
+
+def run_in_child(cwd: Path, argv: list[str]) -> int:
+    """Run `omics ARGV` in `cwd` in a forked child, as `run_killed` does but to the end: runs compared bit for bit
+    then start from the same process state (BLAS threads, allocator), which the test process no longer has."""
+    code, log = _run_child(cwd, argv, None, "child")
+    assert code is not None, f"omics {' '.join(map(str, argv))} did not finish:\n{log.read_text()[-3000:]}"
+    return code
 
 
 def run_killed(cwd: Path, argv: list[str], target: str, nth: int = 1, arg_contains: str = "") -> None:
     """Run `omics ARGV` in `cwd`, killed at the `nth` matching call of `target` ("module:Class.attr").
     Fails if the process was not killed there (the kill point was never reached)."""
-    log = Path(cwd) / f"killed-{next(RUNS)}.log"
-    child = FORKSERVER.Process(target=_killed_main, args=(Path(cwd), argv, target, nth, arg_contains, log))
-    child.start()
-    child.join(timeout=600)
-    if child.exitcode is None:
-        child.kill()
-    assert child.exitcode == -signal.SIGKILL, \
-        f"not killed at {target} #{nth} (exit {child.exitcode}):\n{log.read_text()[-3000:]}"
+    code, log = _run_child(cwd, argv, (target, nth, arg_contains), "killed")
+    assert code == -signal.SIGKILL, f"not killed at {target} #{nth} (exit {code}):\n{log.read_text()[-3000:]}"
     log.unlink()

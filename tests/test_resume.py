@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from helpers import cli, head
-from kill import run_killed
+from kill import run_in_child, run_killed
 from safetensors.torch import load_file
 
 from omics.train import last_checkpoint, set_aside_incomplete_checkpoints
@@ -47,18 +47,17 @@ def straight(tiny_model, tmp_path_factory):
     """The uninterrupted run every killed one is compared with."""
     root = tmp_path_factory.mktemp("resume")
     (root / "train.jsonl").write_text("\n".join(head("stage2_train.jsonl", 24)) + "\n", encoding="utf-8")
-    with pytest.MonkeyPatch.context() as mp:
-        assert cli(mp, root, *train_argv(tiny_model, "straight")) == 0
+    assert run_in_child(root, train_argv(tiny_model, "straight")) == 0  # as the killed runs: a fresh process
     return SimpleNamespace(root=root, weights={name: load_file(root / "straight/model" / name) for name in WEIGHTS})
 
 
 @pytest.mark.parametrize("point", KILLS)
-def test_killed_then_resumed_equals_uninterrupted(point, straight, tiny_model, monkeypatch):
+def test_killed_then_resumed_equals_uninterrupted(point, straight, tiny_model):
     for number, (target, nth, arg_contains) in enumerate(KILLS[point]):
         resume = ["--resume"] if number else []
         run_killed(straight.root, train_argv(tiny_model, point, *resume), target, nth, arg_contains)
     assert not (straight.root / point / "model" / "config.json").exists()  # no half model looks finished
-    assert cli(monkeypatch, straight.root, *train_argv(tiny_model, point, "--resume")) == 0
+    assert run_in_child(straight.root, train_argv(tiny_model, point, "--resume")) == 0
     summary = json.loads((straight.root / point / "metrics" / "run_summary.json").read_text())
     assert summary["steps"] == MAX_STEPS
     for name, tensors in straight.weights.items():
