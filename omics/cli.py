@@ -106,7 +106,7 @@ def _streaming(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_parser(sub, stage: Stage) -> None:
-    p = sub.add_parser("train", help=f"train Stage {stage.number} ({stage.summary})",
+    p = sub.add_parser("train", help=f"train {stage.title} ({stage.summary})",
                        **help_texts(stage_example(stage, "train")))
     p.add_argument("--data", type=Path, required=True, help="training file")
     p.add_argument("--eval-data", type=Path, help="held-out file: periodic eval loss and (Stages 2-3) generated "
@@ -127,7 +127,7 @@ def _train_parser(sub, stage: Stage) -> None:
 
 
 def _evaluate_parser(sub, stage: Stage) -> None:
-    p = sub.add_parser("evaluate", help=f"evaluate the Stage {stage.number} model",
+    p = sub.add_parser("evaluate", help=f"evaluate the {stage.title} model",
                        **help_texts(stage_example(stage, "evaluate")))
     p.add_argument("--data", type=Path, required=True, help="held-out / test file")
     p.add_argument("--model", type=Path, default=stage.model_dir)
@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "comparison folder is under it (e.g. --root archive/demo for the demo's)")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, stage in registered().items():
-        stage_parser = commands.add_parser(name, help=f"Stage {stage.number} train / evaluate: {stage.summary}",
+        stage_parser = commands.add_parser(name, help=f"{stage.title} train / evaluate: {stage.summary}",
                                            **help_texts(stage_example(stage, "train")))
         sub = stage_parser.add_subparsers(dest="action", required=True)
         _train_parser(sub, stage)
@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--overwrite", action="store_true", help="replace results in --out")
     compare = commands.add_parser("compare", help="per-task deltas between evaluated stages",
                                   **help_texts("omics compare --stages 2 3"))
-    compare.add_argument("--stages", type=int, nargs="+", help="default: every stage with a metrics.json")
+    compare.add_argument("--stages", nargs="+", metavar="STAGE",
+                         help="stage numbers or names (2 3 dpo); default: every stage with a metrics.json")
     compare.add_argument("--overwrite", action="store_true", help="replace an earlier comparison.md/.html")
     compare.add_argument("--metrics-root", type=Path, default=paths.ARCHIVE / "metrics",
                          help="folder holding stageN/metrics.json")

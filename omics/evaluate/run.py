@@ -33,7 +33,7 @@ from omics.evaluate.stream import PromptIds, ResultsLog, restart_point, resumed,
 from omics.evaluate.tasks import TaskSpec
 from omics.io import ensure_writable, write_text
 from omics.model_card import ModelCard, read_card
-from omics.stages import DIRECT_ANSWER_TOKENS, Stage
+from omics.stages import DIRECT_ANSWER_TOKENS, Stage, registered
 
 log = logging.getLogger("omics")
 
@@ -254,7 +254,8 @@ def prompt_fit_summary(meta: dict, max_length: int | None) -> str:
 def _write_comparison(label: str, stage: Stage, stage_dir: Path, metrics_dir: Path, data_sha: str) -> None:
     """When an earlier stage was evaluated on the same file, print and save the per-task deltas (§4)."""
     ours = (metrics_dir / "metrics.json").resolve()  # e.g. the Stage 1 model evaluated into metrics/stage1
-    earlier = {f"stage{s}": stage_dir.parent / f"stage{s}" / "metrics.json" for s in range(1, stage.number)}
+    earlier = {s.name: stage_dir.parent / s.name / "metrics.json" for s in registered().values()
+               if s.number < stage.number}
     same = {k: p for k, p in earlier.items() if p.is_file() and p.resolve() != ours
             and json.loads(p.read_text())["meta"].get("data_sha256") == data_sha}
     if same:
