@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
 
                     dry_run(stage, RunArgs.from_cli(args, stage))
                 else:
-                    train(stage, RunArgs.from_cli(args, stage))
+                    (stage.trainer or train)(stage, RunArgs.from_cli(args, stage))
             elif stage:
                 evaluate(stage, args)
             elif args.command == "bench":
