@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from omics.config import TrainConfig
     from omics.data.packing import Example
     from omics.data.validate import DataReport
-    from omics.train import RunArgs
 
 # the registry: one line per stage file
 STAGE_MODULES = ("omics.stage1.train", "omics.stage2.train", "omics.stage3.train")
@@ -58,8 +57,8 @@ class Stage:
     name: str = ""  # the command and the default folders' name (archive/models/NAME, configs/NAME.yaml);
     # default "stageN"; a stage outside the paper's three has its own ("dpo")
     title: str = ""  # how help and reports name it; default "Stage N"
-    trainer: Callable[[Stage, RunArgs], dict] | None = None  # its own training loop (e.g. TRL's DPO), importing
-    # its heavy modules when called; None: the shared trainer, omics.train.train (SFT on `examples`)
+    trainer: Callable[..., dict] | None = None  # its own training loop, (stage, omics.train.RunArgs) -> run summary
+    # (e.g. TRL's DPO), importing its heavy modules when called; None: the shared SFT trainer, omics.train.train
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", self.name or f"stage{self.number}")
