@@ -18,7 +18,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundations", ("omics", "omics.errors", "omics.paths", "omics.io", "omics.sequences", "omics.device",
                      "omics.config", "omics.tiny", "omics.version", "omics.compat")),
     ("tasks", ("omics.answers", "omics.families", "omics.labels", "omics.scores", "omics.tasktypes",
-               "omics.model_card")),
+               "omics.model_card", "omics.rewards")),
     ("model", ("omics.runs", "omics.model", "omics.optim")),
     ("data", ("omics.data.*", "omics.stages")),
     ("evaluate", ("omics.evaluate.*",)),
