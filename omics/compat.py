@@ -101,6 +101,16 @@ def scheduled_adamw_8bit(groups: list[dict], **kwargs) -> torch.optim.Optimizer:
     return ScheduledAdamW8bit(groups, **kwargs)
 
 
+# trl: GRPOTrainer, given a PeftModel and beta > 0, copies its adapter into a frozen adapter named "ref" and computes
+# the reference log-probabilities with it; with no adapter of that name, with the adapter disabled
+
+def drop_reference_copy(model) -> None:
+    """Drop the copy of a fresh adapter TRL's GRPOTrainer keeps as its reference: the adapter disabled is the same
+    model (LoRA's B starts at zero), without a second adapter in memory, in the checkpoints and the saved adapter."""
+    if "ref" in getattr(model, "peft_config", {}):
+        model.delete_adapter("ref")
+
+
 def load_best_checkpoint(trainer) -> None:
     """What HF's Trainer does at the end of `train()` with load_best_model_at_end (a private method): a resumed
     run whose checkpoint is already at the last step ends without `train()`, and must load the best alike."""

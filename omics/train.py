@@ -308,10 +308,11 @@ def check_schedule(stage: Stage, config: TrainConfig, has_eval: bool) -> None:
                         "change one, or --set best_model_metric=last")
 
 
-def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool,
-                       best: str | None = None) -> TrainingArguments:
+def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool, best: str | None = None,
+                       arguments_class: type[TrainingArguments] = TrainingArguments, **extra) -> TrainingArguments:
+    """The HF arguments of a run's config; a trainer of its own (TRL's) passes its arguments class and keys."""
     cuda, dtype = use_cuda(), model_dtype(config.dtype)
-    return TrainingArguments(
+    return arguments_class(
         output_dir=str(checkpoints),
         per_device_train_batch_size=config.micro_batch_size,
         per_device_eval_batch_size=config.micro_batch_size,
@@ -345,6 +346,7 @@ def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool,
         include_num_input_tokens_seen="non_padding",
         dataloader_pin_memory=cuda,  # torch_compile: prepare_for_training compiles what the loss calls
         disable_tqdm=False,  # HF hides the progress bar when its logger is quiet (omics without --verbose)
+        **extra,
     )
 
 
@@ -407,6 +409,18 @@ def kept_checkpoint(trainer: OmicsTrainer) -> dict[str, Any]:
     return kept
 
 
+def write_parameters(stage: Stage, args: RunArgs, config: TrainConfig, base: Path, model, **extra) -> None:
+    """parameters.json: what the run trains, on what, with which versions (what --resume checks its files against)."""
+    write_json(args.metrics_dir / "parameters.json", {
+        "stage": stage.number, "command": sys.argv, "config": config.to_dict(),
+        "base_model": str(base.resolve()), "data": file_record(args.data),
+        "eval_data": file_record(args.eval_data) if args.eval_data else None,
+        "extra_data": {k: file_record(v) for k, v in args.extra_data.items()},
+        "parameters": count_parameters(model), **extra,
+        "versions": versions(), "git_commit": git_commit(), "device": describe(),
+    })
+
+
 def train(stage: Stage, args: RunArgs) -> dict[str, Any]:
     """Run one stage's training end to end, its folders held throughout, and return its run summary."""
     with hold_directories(args) as run:
@@ -438,14 +452,7 @@ def _train(stage: Stage, args: RunArgs, run: Run) -> dict[str, Any]:
     model = load_model(base, config.attn_implementation, config.dtype)
     repaired = repair_untrained_rows(model, tokenizer) if first_chat else []
     model = prepare_for_training(model, tokenizer, config)
-    write_json(args.metrics_dir / "parameters.json", {
-        "stage": stage.number, "command": sys.argv, "config": config.to_dict(),
-        "base_model": str(base.resolve()), "data": file_record(args.data),
-        "eval_data": file_record(args.eval_data) if args.eval_data else None,
-        "extra_data": {k: file_record(v) for k, v in args.extra_data.items()},
-        "parameters": count_parameters(model), "repaired_embedding_rows": repaired,
-        "versions": versions(), "git_commit": git_commit(), "device": describe(),
-    })
+    write_parameters(stage, args, config, base, model, repaired_embedding_rows=repaired)
     tensorboard = TensorBoardCallback()
     tensorboard.logging_dir = str(args.metrics_dir / "tensorboard")
     card = model_card(stage, args, base, config, train_meta)

@@ -129,6 +129,11 @@ def evaluate_stage(stage: Stage, args: Any) -> dict:
     """`omics stageN evaluate` of a generation stage, in each mode asked (`--mode`; a one-mode stage: its own):
     the default mode's results in --metrics-dir, another's in --metrics-dir/<mode>; with two, `modes.md`
     compares them per task (what reasoning adds or costs)."""
+    if stage.follows_model:
+        from omics.model import require_model_dir
+
+        hint = f"Train it first: omics {stage.name} train, or pass --model DIR."
+        stage = stage.for_model(read_card(require_model_dir(args.model, hint)).reasoning)
     asked = getattr(args, "mode", stage.modes[0])
     modes = stage.modes if asked == "both" else (asked,)
     docs = {mode: evaluate_generation(stage, args, mode=mode) for mode in modes}
