@@ -137,3 +137,25 @@ def test_trainer_loads_the_best_checkpoint_by_the_method_compat_calls():
     assert callable(method) and list(inspect.signature(method).parameters) == ["self"], (
         f"transformers {metadata.version('transformers')} changed Trainer._load_best_model "
         "(omics/compat.py load_best_checkpoint relies on it)")
+
+
+def test_grpo_reference_is_the_adapter_disabled_once_its_copy_is_dropped(tiny_model, tmp_path):
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+    from trl.trainer import grpo_trainer
+
+    from omics.compat import drop_reference_copy
+
+    tokenizer = load_tokenizer(tiny_model, chat=True)
+    model = prepare_for_training(load_model(tiny_model), tokenizer,
+                                 TrainConfig(lora_r=4, train_norms=False, gradient_checkpointing=False))
+    trainer = GRPOTrainer(
+        model=model, reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
+        args=GRPOConfig(output_dir=str(tmp_path), beta=0.04, num_generations=2, per_device_train_batch_size=2,
+                        max_completion_length=4, use_cpu=True, report_to="none"),
+        train_dataset=Dataset.from_list([{"prompt": "ACGT"}] * 2), processing_class=tokenizer)
+    expect("trl", "ref" in trainer.model.peft_config, "GRPOTrainer copies a PeftModel's adapter as its reference 'ref'")
+    expect("trl", 'adapter_name="ref" if "ref" in model.peft_config else None' in inspect.getsource(grpo_trainer),
+           "without a 'ref' adapter, GRPO's reference log-probabilities come from the model with its adapter disabled")
+    drop_reference_copy(trainer.model)
+    assert list(trainer.model.peft_config) == ["default"]
