@@ -143,11 +143,11 @@ def _train(stage: Stage, args: RunArgs, run: Run) -> dict[str, Any]:
     check_directories(args)
     base_card = read_card(base)
     report = DataReport(str(args.data))
-    records, summary = prompt_records(args.data, config, report)
+    records, task_summary = prompt_records(args.data, config, report)
     log.info("data: %s", report.summary())
-    eval_records = prompt_records(args.eval_data, config, DataReport(str(args.eval_data)))[0] if args.eval_data \
-        else []
-    specs = build_task_specs(summary)
+    eval_records = [] if args.eval_data is None else prompt_records(args.eval_data, config,
+                                                                    DataReport(str(args.eval_data)))[0]
+    specs = build_task_specs(task_summary)
     if missing := sorted({r["task"] for r in eval_records} - set(specs)):
         raise UserError(f"{args.eval_data}: tasks {missing} are not in --data {args.data}: their rewards need the "
                         "training labels (ranges, classes); add examples of them to --data or leave them out")
@@ -155,13 +155,13 @@ def _train(stage: Stage, args: RunArgs, run: Run) -> dict[str, Any]:
     system = base_card.default_prompt
     checkpoints = reset_directories(args, run)
     write_json(args.metrics_dir / "data_report.json", {"report": report.to_dict(), "summary": report.summary(),
-                                                        "task_summary": summary})
+                                                        "task_summary": task_summary})
     torch.manual_seed(config.seed)
     model = prepare_for_training(load_model(base, config.attn_implementation, config.dtype), tokenizer, config)
     write_parameters(stage, args, config, base, model, system_prompt=system, reasoning=base_card.reasoning)
     tensorboard = TensorBoardCallback()
     tensorboard.logging_dir = str(args.metrics_dir / "tensorboard")
-    card = grpo_card(model_card(stage, args, base, config, {}), base_card, summary)
+    card = grpo_card(model_card(stage, args, base, config, {}), base_card, task_summary)
     rewards = TaskRewards(specs, base_card.reasoning)
     trainer = GRPOTrainer(
         model=model,
@@ -178,7 +178,7 @@ def _train(stage: Stage, args: RunArgs, run: Run) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats()
     result = train_or_restore(trainer, last_checkpoint(checkpoints) if args.resume else None)
     save_trained(trainer.model, tokenizer, args.output_dir, card=card)
-    summary_doc = {
+    summary = {
         "stage": stage.name,
         "steps": trainer.state.global_step,
         "train_loss": result.training_loss,
@@ -190,8 +190,8 @@ def _train(stage: Stage, args: RunArgs, run: Run) -> dict[str, Any]:
         "model_dir": str(args.output_dir),
         "log_history": trainer.state.log_history,
     }
-    write_json(args.metrics_dir / "run_summary.json", summary_doc)  # the run is finished: --resume refuses it now
+    write_json(args.metrics_dir / "run_summary.json", summary)  # the run is finished: --resume refuses it now
     if not config.keep_checkpoints:
         shutil.rmtree(checkpoints)
         log.info("checkpoints deleted (keep_checkpoints: false): %s", checkpoints)
-    return summary_doc
+    return summary
