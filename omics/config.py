@@ -94,6 +94,7 @@ class GRPOTrainConfig(TrainConfig):
     temperature: float = 1.0  # sampling temperature of the answers
     beta: float = 0.04  # weight of the KL to the reference (the base model: the adapter disabled); 0: no reference
     format_reward_weight: float = 0.5  # a reasoning base: weight of the format reward next to correctness (1)
+    vllm_memory_share: float = 0.45  # with vLLM installed: the share of the GPU its colocated engine takes
 
 
 def _coerce(name: str, declared: str, value: Any) -> Any:

@@ -119,7 +119,8 @@ def grpo_arguments(config: GRPOTrainConfig, checkpoints: Path, has_eval: bool, r
         config, checkpoints, has_eval, arguments_class=GRPOConfig, num_generations=config.num_generations,
         max_completion_length=completion, temperature=config.temperature, beta=config.beta,
         reward_weights=[1.0, config.format_reward_weight] if reasoning else [1.0],
-        use_vllm=vllm, **({"vllm_mode": "colocate"} if vllm else {}))
+        use_vllm=vllm, **({"vllm_mode": "colocate", "vllm_gpu_memory_utilization": config.vllm_memory_share}
+                          if vllm else {}))
 
 
 def grpo_card(card: ModelCard, base_card: ModelCard, train_summary: dict[str, dict]) -> ModelCard:
