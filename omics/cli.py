@@ -271,6 +271,21 @@ def evaluate(stage: Stage, args: argparse.Namespace) -> dict:
     return evaluate_stage(stage, args)
 
 
+INPUT_FILES = ("predictions", "config", "prompt_template")  # read by a command, besides every --*-data file
+
+
+def check_input_files(args: argparse.Namespace) -> None:
+    """Every input file named on the command line exists, checked before anything loads: one message for every
+    command, naming the option."""
+    for name, value in vars(args).items():
+        if isinstance(value, Path) and (name == "data" or name.endswith("_data") or name in INPUT_FILES):
+            option = "--" + name.replace("_", "-")
+            if value.is_dir():
+                raise UserError(f"{option} {value} is a folder: pass a file")
+            if not value.exists():
+                raise UserError(f"{option} {value}: no such file; check the path")
+
+
 def use_root(argv: list[str] | None) -> None:
     """`--root DIR` moves every default under DIR: set before the parser computes its defaults."""
     pre = argparse.ArgumentParser(add_help=False)
@@ -285,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")  # omics, or the library
     quiet_third_party(args.verbose)
     try:
+        check_input_files(args)
         if hasattr(args, "gpu"):
             pinned = pin_one_gpu(args.gpu)
             if use_cuda():  # without CUDA there is no GPU to pin: the next line says CPU
