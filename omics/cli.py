@@ -89,6 +89,14 @@ def quiet_third_party(verbose: bool) -> None:
             warnings.filterwarnings("ignore", category=category)
 
 
+def count(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (examples to show, samples to draw)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: give a number of at least 1")
+    return value
+
+
 def _dtype(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=DTYPES, default="auto",
                         help="weights: auto = bf16 on GPUs that have it, else fp16; fp32 on CPU")
@@ -121,7 +129,7 @@ def _train_parser(sub, stage: Stage) -> None:
     p.add_argument("--metrics-dir", type=Path, default=stage.metrics_dir)
     p.add_argument("--cache-dir", type=Path, help=f"tokenised-data cache (default: {paths.CACHE} beside --output-dir)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    p.add_argument("--dry-run", type=int, nargs="?", const=3, metavar="N", help="train nothing, write nothing: show "
+    p.add_argument("--dry-run", type=count, nargs="?", const=3, metavar="N", help="train nothing, write nothing: show "
                    "N (default 3) examples as trained, the lengths, packing, steps, parameters and memory")
     _common(p)
 
