@@ -289,7 +289,7 @@ def check_input_files(args: argparse.Namespace) -> None:
         if isinstance(value, Path) and (name == "data" or name.endswith("_data") or name in INPUT_FILES):
             option = "--" + name.replace("_", "-")
             if value.is_dir():
-                raise UserError(f"{option} {value} is a folder: pass a file")
+                raise UserError(f"{option} {value} is a folder, not a file; pass a file")
             if not value.exists():
                 raise UserError(f"{option} {value}: no such file; check the path")
 

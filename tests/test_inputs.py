@@ -331,7 +331,7 @@ def test_evaluate_train_data_summary_leaves_out_conflicting_labels(write_file):
     (["stage2", "evaluate", "--data", "nope.jsonl"], "--data nope.jsonl: no such file"),
     (["score", "--predictions", "r.jsonl", "--train-data", "nope.jsonl"], "--train-data nope.jsonl: no such file"),
     (["generate", "--model", "m", "--data", "nope.jsonl", "--out", "o.jsonl"], "--data nope.jsonl: no such file"),
-    (["score", "--predictions", "folder"], "--predictions folder is a folder: pass a file"),
+    (["score", "--predictions", "folder"], "--predictions folder is a folder, not a file; pass a file"),
 ])
 def test_a_missing_input_file_gets_one_message_naming_its_option(tmp_path, monkeypatch, caplog, argv, message):
     """Checked before any model loads or folder is created, in every command."""
