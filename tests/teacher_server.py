@@ -4,6 +4,7 @@ request for it (then "good"), and every request is recorded (arrival time, messa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -67,10 +68,8 @@ class TeacherServer:
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                try:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client timed out and left
                     self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
-                    pass
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

@@ -57,9 +57,9 @@ def test_replies_are_checked_retried_with_feedback_and_rejected_with_the_reason(
     kept = [d for i, d in enumerate(data) if i not in (1, 7)]
     assert sorted(accepted) == sorted(d["input"] for d in kept)
     for record in kept:  # the teacher's reasoning, the dataset's own answer, label and task
-        assert accepted[record["input"]] == {
-            "input": record["input"], "output": f"<reasoning>{REASONING}</reasoning> <answer>{record['output']}</answer>",
-            "label": record["label"], "task": record["task"]}
+        output = f"<reasoning>{REASONING}</reasoning> <answer>{record['output']}</answer>"
+        assert accepted[record["input"]] == {"input": record["input"], "output": output, "label": record["label"],
+                                             "task": record["task"]}
     rejected = {row["input"]: row for row in lines(tmp_path / "r.rejected.jsonl")}
     assert {i: (r["reason"], r["attempts"]) for i, r in rejected.items()} == {
         data[1]["input"]: ("mentions that the answer was given", 3),
