@@ -33,8 +33,8 @@ def reply_for(behaviour: str, answer: str) -> tuple[str, str]:
 
 class TeacherServer:
     """`with TeacherServer(script) as teacher:` serves at `teacher.url` (…/v1); `script`: a substring of the
-    question → behaviours ("good", "malformed", "leak", "restate", "empty", "wrong", "cut", "429", "500", "slow");
-    `delay`: seconds every other reply takes."""
+    question → behaviours ("good", "malformed", "leak", "restate", "empty", "wrong", "cut", "slow", or an HTTP
+    error status such as "429"); `delay`: seconds every other reply takes."""
 
     def __init__(self, script: dict[str, list[str]] | None = None, usage: tuple[int, int] = (100, 20),
                  retry_after: str = "1", delay: float = 0.0):
@@ -79,7 +79,7 @@ class TeacherServer:
                     teacher.requests.append({"time": time.monotonic(), "messages": body["messages"],
                                              "authorization": self.headers.get("Authorization"),
                                              "behaviour": behaviour})
-                if behaviour in ("429", "500"):
+                if behaviour.isdigit():  # an HTTP error
                     headers = {"Retry-After": teacher.retry_after} if behaviour == "429" else {}
                     self.send(int(behaviour), {"error": {"message": f"scripted {behaviour}", "type": "test"}}, headers)
                     return

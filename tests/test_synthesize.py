@@ -158,19 +158,27 @@ def test_other_data_or_settings_are_refused_unless_overwrite(data, tmp_path, mon
         assert synthesize(monkeypatch, tmp_path, teacher, "--overwrite", out="mine.jsonl") == 2
         assert "mine.jsonl was not written by omics synthesize" in caplog.text
         assert (tmp_path / "mine.jsonl").read_text() == "my own notes\n"
-        (tmp_path / "bad.txt").write_text("Explain {input} given {answer}")
+        (tmp_path / "bad.txt").write_text("Explain {input} given {answer}")  # {output} is the answer's name
         assert synthesize(monkeypatch, tmp_path, teacher, "--prompt-template", "bad.txt", out="x.jsonl") == 2
         assert "bad.txt: unknown placeholder(s) {answer}" in caplog.text
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    with TeacherServer({"": ["401"]}) as teacher:  # a wrong key: the run stops at once, naming what to check
+        assert synthesize(monkeypatch, tmp_path, teacher, out="y.jsonl") == 2
+    assert f"the teacher at {teacher.url} refused the request: HTTP 401; check --base-url, --model and the key" in \
+        caplog.text
+    assert SECRET not in caplog.text
 
 
 def test_per_task_draws_a_stratified_sample_set_by_the_seed(tmp_path, monkeypatch):
     (tmp_path / "data.jsonl").write_bytes((SAMPLES / "stage2_train.jsonl").read_bytes())  # 5 tasks x 300 lines
     drawn = {}
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with TeacherServer() as teacher:
         for out, seed in (("a.jsonl", "1"), ("b.jsonl", "1"), ("c.jsonl", "2")):
             assert synthesize(monkeypatch, tmp_path, teacher, "--per-task", "3", "--limit", "7", "--seed", seed,
                               out=out) == 0
             drawn[out] = sorted(row["input"] for row in lines(tmp_path / out))
+    assert {r["authorization"] for r in teacher.requests} == {"Bearer no-key"}  # no key: a key-less server
     counts = Counter(row["task"] for row in lines(tmp_path / "a.jsonl"))
     # 3 of each of the 5 tasks, interleaved in task order, the first 7 kept: 2, 2, 1, 1, 1
     assert counts == {"NoncodingRNAFamily-dominant": 2, "Solubility-hydrophobic": 2, "emp-gcrich": 1,

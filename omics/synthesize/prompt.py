@@ -114,11 +114,13 @@ def original_output(line: dict) -> str:
     return line["output"].rsplit(answer_open, 1)[1].removesuffix(answer_close)
 
 
-def unusable(record: dict, spec: TaskSpec) -> tuple[str, str] | None:
+def unusable(record: dict, spec: TaskSpec | None) -> tuple[str, str] | None:
     """(reason, detail) when no reply could make a line of this record: its output already carries tags, or it
     does not parse back to its own label, so the line's answer block would not either."""
     if any(tag in record["output"].lower() for tags in ANSWER_TAGS.values() for tag in tags):
         return "output already has reasoning/answer tags", "is --data Stage 3 data? pass the Stage 2 file"
+    if spec is None:
+        return "label does not fit its task", "its task's labels contradict each other (see the data report)"
     try:
         parsed = reference_check(record["output"], normalize_label(record["label"], spec), spec, reasoning=False)
     except (ValueError, TypeError, KeyError) as err:

@@ -70,6 +70,10 @@ class Unanswered(Exception):
     """The teacher gave no reply within --api-retries: the line is left for the next run."""
 
 
+class Refused(Exception):
+    """The API refused this line's request (a 4xx other than a rate limit, e.g. too long): the line is rejected."""
+
+
 @dataclass
 class Tally:
     """What the progress bar and the summary count: per task, over this run and the runs before it."""
@@ -106,7 +110,7 @@ class Teacher:
 
     async def line(self, record: dict) -> tuple[str, dict | None]:
         """("accepted", Stage 3 line), ("rejected", rejected row) or ("unanswered", None)."""
-        spec = self.specs[record["task"]]
+        spec = self.specs.get(record["task"])
         if problem := unusable(record, spec):
             return "rejected", self.rejection(record, problem, 0, "")
         messages = [{"role": "user", "content": render(self.template, record)}]
@@ -119,6 +123,8 @@ class Teacher:
                 reply, finished = await self.complete(messages, record)
             except Unanswered:
                 return "unanswered", None
+            except Refused as refusal:
+                return "rejected", self.rejection(record, ("refused by the API", str(refusal)), attempt + 1, reply)
             if (problem := check_reply(reply, finished, record, spec)) is None:
                 return "accepted", reasoning_line(record, reasoning_text(reply))
         return "rejected", self.rejection(record, problem, self.args.max_retries + 1, reply)
@@ -129,10 +135,15 @@ class Teacher:
                 "detail": self.redact(detail), "attempts": attempts, "input": record["input"],
                 "output": record["output"], "label": record["label"], "last_reply": reply[:REPLY_KEPT_CHARS]}
 
+    @staticmethod
+    def prompt_estimate(messages: list[dict]) -> int:
+        return sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN + 4 * len(messages)
+
     def estimate(self, messages: list[dict]) -> int:
-        prompt = sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN + 4 * len(messages)
+        """Tokens a request is paced by before its usage is known: its prompt, and a reply as long as recent ones."""
         seen = self.completion_tokens[-100:]
-        return prompt + (sum(seen) // len(seen) if seen else min(FIRST_COMPLETION_GUESS, self.args.max_tokens))
+        return self.prompt_estimate(messages) + (sum(seen) // len(seen) if seen else
+                                                 min(FIRST_COMPLETION_GUESS, self.args.max_tokens))
 
     async def complete(self, messages: list[dict], record: dict) -> tuple[str, bool]:
         """(reply, ended by itself) for the conversation so far; API failures are retried after a backoff."""
@@ -153,14 +164,13 @@ class Teacher:
                                     "; check --base-url, --model and the key (--api-key-env "
                                     f"{self.args.api_key_env}, or ./.env)") from None
                 if err.status_code not in RETRIED_STATUS and err.status_code < 500:
-                    raise UserError(f"the teacher at {self.args.base_url} refused line {record['line']}: HTTP "
-                                    f"{err.status_code}: {self.redact(str(err))[:300]}") from None
+                    raise Refused(f"HTTP {err.status_code}: {str(err)[:300]}") from None
                 failure, server_asks = f"HTTP {err.status_code}", retry_after(err.response.headers)
             except (openai.APITimeoutError, openai.APIConnectionError) as err:
                 self.limits.correct(-estimate)
                 failure, server_asks = ("timeout" if isinstance(err, openai.APITimeoutError) else "connection"), None
             else:
-                return self.received(response, estimate, record["task"])
+                return self.received(response, messages, estimate, record["task"])
             self.tally.retries[failure] += 1
             if attempt == self.args.api_retries:
                 break
@@ -173,12 +183,12 @@ class Teacher:
                     self.args.api_retries + 1)
         raise Unanswered
 
-    def received(self, response: Any, estimate: int, task: str) -> tuple[str, bool]:
+    def received(self, response: Any, messages: list[dict], estimate: int, task: str) -> tuple[str, bool]:
         """The reply and whether it ended by itself; its tokens (as the server counts them) charged and tallied."""
         choice = response.choices[0]
         reply = choice.message.content or ""
         usage = response.usage
-        prompt = usage.prompt_tokens if usage else estimate - len(reply) // CHARS_PER_TOKEN
+        prompt = usage.prompt_tokens if usage else self.prompt_estimate(messages)
         completion = usage.completion_tokens if usage else len(reply) // CHARS_PER_TOKEN
         self.limits.correct(prompt + completion - estimate)
         self.completion_tokens.append(completion)
@@ -243,6 +253,8 @@ def check_args(args: Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value < least:
             raise UserError(f"--{name.replace('_', '-')} must be at least {least}, got {value}")
+    if args.out.suffix != ".jsonl":
+        raise UserError(f"--out {args.out}: Stage 3 data is .jsonl; name the file NAME.jsonl")
     if args.timeout <= 0:
         raise UserError(f"--timeout must be positive, got {args.timeout}")
 
