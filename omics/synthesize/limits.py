@@ -16,12 +16,12 @@ MAX_RETRY_AFTER_S = 600.0
 
 
 class TokenBucket:
-    """`per_minute` units a minute, refilled continuously, at most one second's worth saved up. A cost above that
-    waits for a full bucket and leaves it in debt, so the pace over any stretch never exceeds the limit."""
+    """`per_minute` units a minute, refilled continuously, at most `capacity` (default: one second's worth) saved
+    up. A cost above that waits for a full bucket and leaves it in debt, so the pace never exceeds the limit."""
 
-    def __init__(self, per_minute: float):
+    def __init__(self, per_minute: float, capacity: float | None = None):
         self.rate = per_minute / 60
-        self.capacity = max(1.0, self.rate * BURST_SECONDS)
+        self.capacity = capacity or max(1.0, self.rate * BURST_SECONDS)
         self.level = self.capacity
         self.stamp = time.monotonic()
         self.turn = asyncio.Lock()  # first come, first served
@@ -46,10 +46,10 @@ class TokenBucket:
 
 
 class Limits:
-    """Requests per minute (None: unlimited) and tokens per minute (0: unlimited) together."""
+    """Requests per minute (None: unlimited), evenly spaced, and tokens per minute (0: unlimited) together."""
 
     def __init__(self, rpm: float | None, tpm: float):
-        self.requests = TokenBucket(rpm) if rpm else None
+        self.requests = TokenBucket(rpm, capacity=1) if rpm else None
         self.tokens = TokenBucket(tpm) if tpm else None
 
     async def take(self, tokens: int) -> None:

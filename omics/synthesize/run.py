@@ -104,6 +104,7 @@ class Teacher:
         self.rng = random.Random(args.seed)
         self.secret = secret
         self.completion_tokens: list[int] = []
+        self.prompt_tokens = [0, 0]  # (as the server counted, as estimated): scales the estimate to its tokenizer
 
     def redact(self, text: str) -> str:
         return text.replace(self.secret, "***") if self.secret else text
@@ -140,10 +141,12 @@ class Teacher:
         return sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN + 4 * len(messages)
 
     def estimate(self, messages: list[dict]) -> int:
-        """Tokens a request is paced by before its usage is known: its prompt, and a reply as long as recent ones."""
+        """Tokens a request is paced by before its usage is known: its prompt (chars / 4, scaled by how the server
+        counted earlier prompts), and a reply as long as recent ones."""
+        counted, estimated = self.prompt_tokens
         seen = self.completion_tokens[-100:]
-        return self.prompt_estimate(messages) + (sum(seen) // len(seen) if seen else
-                                                 min(FIRST_COMPLETION_GUESS, self.args.max_tokens))
+        return (round(self.prompt_estimate(messages) * (counted / estimated if estimated else 1))
+                + (sum(seen) // len(seen) if seen else min(FIRST_COMPLETION_GUESS, self.args.max_tokens)))
 
     async def complete(self, messages: list[dict], record: dict) -> tuple[str, bool]:
         """(reply, ended by itself) for the conversation so far; API failures are retried after a backoff."""
@@ -192,6 +195,9 @@ class Teacher:
         completion = usage.completion_tokens if usage else len(reply) // CHARS_PER_TOKEN
         self.limits.correct(prompt + completion - estimate)
         self.completion_tokens.append(completion)
+        if usage:
+            counted, estimated = self.prompt_tokens
+            self.prompt_tokens = [counted + prompt, estimated + self.prompt_estimate(messages)]
         self.tally.tokens[task].update({"prompt": prompt, "completion": completion})
         return reply, choice.finish_reason != "length"
 
