@@ -355,10 +355,14 @@ def run(args: Namespace) -> int:
                                    lambda client: Teacher(client, args, template, specs, tally, secret),
                                    results, tally, progress, save_summary))
             status = "incomplete" if sum(tally.unanswered.values()) else "complete"
+        except KeyboardInterrupt:  # Ctrl-C: what was written stays, the summary says so
+            pass
         finally:
             results.close()
             summary = save_summary(status)
     report(summary, args, results)
+    if status == "interrupted":
+        raise UserError(f"interrupted: rerun the same command to continue ({summary['totals']['left']} lines left)")
     if status == "incomplete":
         raise UserError(f"{summary['totals']['unanswered']} lines got no reply from the teacher (retries: "
                         f"{summary['retries']}); rerun the same command to ask them again")
