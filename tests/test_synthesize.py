@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -18,6 +19,10 @@ import pytest
 from helpers import SAMPLES, cli, head
 from teacher_server import REASONING, TeacherServer
 
+from omics.data.labels import training_label_summary
+from omics.evaluate.tasks import build_task_specs
+from omics.synthesize.limits import retry_after, retry_delay
+from omics.synthesize.prompt import check_reply
 from omics.synthesize.select import record_key
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,3 +205,33 @@ def test_the_output_trains_as_stage3_data(data, tmp_path, monkeypatch, tiny_mode
     assert code == 0
     assert f"[[<reasoning>{REASONING}</reasoning> <answer>" in out
     assert "r.jsonl: 10 valid of 10 lines" in caplog.text and "well-formed" not in caplog.text  # none dropped
+
+
+GC_RICH = {"input": "Is this DNA sequence GC-rich? <dna>GCGCGGCCGCAT<dna>", "task": "emp-gcrich", "label": "positive",
+           "output": "The sequence is positive for high GC content."}
+
+
+@pytest.mark.parametrize("reasoning, verdict", [
+    ("We are given a DNA sequence of 12 bases; the given sequence has 10 G or C, 83% GC, above half.", None),
+    ("The given answer is positive, and 10 of the 12 bases are G or C.", "mentions that the answer was given"),
+    ("We were told the answer; still, 10 of the 12 bases are G or C, so it holds.",
+     "mentions that the answer was given"),
+    ("As provided in the prompt, 10 of the 12 bases are G or C, so it is rich.", "mentions that the answer was given"),
+    ("The sequence is positive for high GC content, clearly.", "restates the answer"),
+])
+def test_reasoning_that_gives_away_the_answer_or_only_restates_it_is_refused(reasoning, verdict):
+    specs = build_task_specs(training_label_summary(SAMPLES / "stage2_train.jsonl"))
+    reply = f"<reasoning>{reasoning}</reasoning> <answer>{GC_RICH['output']}</answer>"
+    problem = check_reply(reply, True, GC_RICH, specs["emp-gcrich"])
+    assert (problem and problem[0]) == verdict
+
+
+def test_backoff_doubles_with_jitter_and_honours_retry_after():
+    rng = random.Random(0)
+    delays = [retry_delay(attempt, None, rng) for attempt in range(8)]
+    assert all(0.5 * min(60, 2**a) <= d <= min(60, 2**a) for a, d in enumerate(delays))
+    assert retry_delay(0, 7.0, rng) == 7.0  # the server's wait, when longer
+    assert retry_after({"retry-after-ms": "250"}) == 0.25
+    assert retry_after({"retry-after": "3"}) == 3.0
+    assert retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0  # a date in the past: now
+    assert retry_after({"retry-after": "soon"}) is None and retry_after({}) is None

@@ -47,9 +47,9 @@ _EMPTY_REASONING = re.compile(r"<reasoning>\s*</reasoning>", re.I)
 LEAK = re.compile(
     r"\b(?:(?:given|provided|supplied|stated|known|expected|reference|target)\s+answer"
     r"|answer\s+(?:was|is|has\s+been|had\s+been)\s+(?:given|provided|supplied|stated|told|known)"
-    r"|(?:we|i)\s+(?:were|was|are|am|have\s+been)\s+(?:told|given|provided)"
+    r"|(?:we|i)\s+(?:were|was|are|am|have\s+been)\s+(?:told|given|provided)\s+(?:that\s+)?(?:the\s+)?answer"
     r"|you\s+(?:told|gave|provided|said)"
-    r"|as\s+(?:stated|provided|indicated|given)\s+(?:above|in\s+the\s+(?:prompt|question|answer)))\b",
+    r"|(?:stated|provided|indicated|given)\s+in\s+the\s+(?:prompt|answer))\b",
     re.I,
 )
 FEEDBACK = {  # reason → what the teacher is told before it tries again
