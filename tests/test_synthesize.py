@@ -176,6 +176,20 @@ def test_other_data_or_settings_are_refused_unless_overwrite(data, tmp_path, mon
     assert SECRET not in caplog.text
 
 
+def test_lines_without_a_reply_are_left_for_the_next_run(data, tmp_path, monkeypatch, caplog):
+    with TeacherServer() as teacher:
+        url = teacher.url
+    # the server is gone: connection refused, retried once, then left
+    assert cli(monkeypatch, tmp_path, "synthesize", "--data", "data.jsonl", "--out", "r.jsonl", "--base-url", url,
+               "--model", "teacher", "--limit", "3", "--api-retries", "1") == 2
+    assert "3 lines got no reply from the teacher (retries: {'connection': 6}); rerun the same command" in caplog.text
+    summary = json.loads((tmp_path / "r.summary.json").read_text())
+    assert summary["status"] == "incomplete" and summary["totals"]["unanswered"] == 3
+    assert not (tmp_path / "r.jsonl").exists() or lines(tmp_path / "r.jsonl") == []
+    with TeacherServer() as teacher:  # the teacher back, at another port: the same synthesis continues
+        assert synthesize(monkeypatch, tmp_path, teacher, "--limit", "3") == 0
+    assert len(lines(tmp_path / "r.jsonl")) == 3 and len(teacher.requests) == 3
+
 def test_per_task_draws_a_stratified_sample_set_by_the_seed(tmp_path, monkeypatch):
     (tmp_path / "data.jsonl").write_bytes((SAMPLES / "stage2_train.jsonl").read_bytes())  # 5 tasks x 300 lines
     drawn = {}

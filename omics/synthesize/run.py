@@ -212,11 +212,12 @@ def content_sha256(path: Path) -> str:
 
 
 def settings_of(args: Namespace, template: str) -> dict[str, Any]:
-    """What makes a synthesis the same one: a rerun with any of these changed is refused (--limit is not among
-    them: a larger one continues the same selection)."""
+    """What makes a synthesis the same one: a rerun with any of these changed is refused. Not among them: --limit
+    (a larger one continues the same selection), --base-url (the same teacher, moved or restarted elsewhere), the
+    pace and the retries."""
     return {"data": str(args.data.resolve()), "data_sha256": content_sha256(args.data), "model": args.model,
-            "base_url": args.base_url, "prompt_sha256": hashlib.sha256(template.encode()).hexdigest(),
-            "per_task": args.per_task, "seed": args.seed}
+            "prompt_sha256": hashlib.sha256(template.encode()).hexdigest(), "per_task": args.per_task,
+            "seed": args.seed}
 
 
 def cost(tally: Tally, args: Namespace) -> float | None:
@@ -243,7 +244,7 @@ def summary_of(settings: dict, tally: Tally, args: Namespace, left: int, status:
                                     "completion": tally.total_tokens("completion")}},
         "per_task": per_task,
         "retries": dict(tally.retries),
-        "this_run": {"requests": tally.requests, "minutes": round(minutes, 3),
+        "this_run": {"base_url": args.base_url, "requests": tally.requests, "minutes": round(minutes, 3),
                      "requests_per_minute": round(tally.requests / minutes, 1),
                      "rpm_limit": args.rpm, "tpm_limit": args.tpm or None, "concurrency": args.concurrency},
         "cost": None if spent is None else {"so_far": round(spent, 6), "per_line": per_line,
