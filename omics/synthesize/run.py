@@ -309,9 +309,9 @@ async def synthesize(lines: Iterator[dict], args: Namespace, secret: str | None,
 
 
 def status_line(tally: Tally, args: Namespace) -> dict[str, str]:
-    shown = {"ok": str(sum(tally.accepted.values())), "rejected": str(sum(sum(r.values()) for r in
-                                                                          tally.rejected.values())),
-             "tokens": f"{tally.total_tokens():,}"}
+    """The progress bar's counts."""
+    accepted = sum(tally.accepted.values())
+    shown = {"ok": str(accepted), "rejected": str(tally.finished() - accepted), "tokens": f"{tally.total_tokens():,}"}
     if (spent := cost(tally, args)) is not None:
         shown["cost"] = f"${spent:.4f}"
     return shown
