@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 REASONING = ("Counting the residues of the sequence and weighing the features that decide this property, step by "
              "step, leads to the stated conclusion.")
 WRONG_ANSWER = "I cannot determine it."
-SLOW_S = 1.5
+SLOW_S = 5.0  # past the tests' --timeout, which leaves room for a loaded machine's ordinary replies
 
 
 def reply_for(behaviour: str, answer: str) -> tuple[str, str]:
@@ -42,6 +42,7 @@ class TeacherServer:
         self.requests: list[dict] = []
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True  # closing does not wait for a slow reply nobody waits for any more
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
     def behaviour(self, question: str) -> str:

@@ -56,7 +56,7 @@ def test_replies_are_checked_retried_with_feedback_and_rejected_with_the_reason(
               data[5]["input"]: ["slow"], data[7]["input"]: ["restate", "empty", "cut"]}
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     with TeacherServer(script) as teacher:
-        code = synthesize(monkeypatch, tmp_path, teacher, "--timeout", "1", "--max-retries", "2")
+        code = synthesize(monkeypatch, tmp_path, teacher, "--timeout", "2.5", "--max-retries", "2")
     assert code == 0
     accepted = {row["input"]: row for row in lines(tmp_path / "r.jsonl")}
     kept = [d for i, d in enumerate(data) if i not in (1, 7)]
@@ -114,7 +114,7 @@ def test_requests_and_tokens_are_paced_to_the_limits(limit, expected, data, tmp_
     assert len(times) == count
     # seen by the server: the first request also opened the connection (~0.2 s), so it arrives late; unpaced, all
     # would arrive within ~0.1 s
-    assert expected - 0.3 <= times[-1] - times[0] < expected + 1.5
+    assert expected - 0.3 <= times[-1] - times[0] < expected + 3
 
 
 def test_a_killed_run_resumes_without_duplicates_or_gaps(data, tmp_path, monkeypatch, caplog):
