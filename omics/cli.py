@@ -159,6 +159,37 @@ def _evaluate_parser(sub, stage: Stage) -> None:
     _common(p)
 
 
+def _synthesize_parser(commands) -> None:
+    p = commands.add_parser("synthesize", help="Stage 3 reasoning data from Stage 2 data, by a teacher model (OpenAI "
+                            "API)", **help_texts("omics synthesize --data train.jsonl --out reasoning.jsonl --base-url "
+                                                 "https://api.openai.com/v1 --model gpt-4o-mini --per-task 500"))
+    p.add_argument("--data", type=Path, required=True, help="Stage 2 .jsonl (input, output, label, task)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="Stage 3 .jsonl, appended as lines finish (OUT.rejected.jsonl and OUT.summary.json beside it)")
+    p.add_argument("--base-url", required=True,
+                   help="OpenAI-compatible API, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1")
+    p.add_argument("--model", required=True, help="the teacher's model name at that API")
+    p.add_argument("--per-task", type=int, help="stratified sample: N lines of each task (default: every line)")
+    p.add_argument("--limit", type=int, help="at most N lines in all (raise it later to continue the same selection)")
+    p.add_argument("--seed", type=int, default=0, help="of the sample and the backoff jitter")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                   help="environment variable with the key, else read from ./.env; neither: a key-less server")
+    p.add_argument("--prompt-template", type=Path,
+                   help="prompt file using {input} and {output} (also {label}, {task}); default: the built-in one")
+    p.add_argument("--rpm", type=int, help="requests per minute (default: no limit)")
+    p.add_argument("--tpm", type=int, default=200_000, help="tokens per minute, 0 for no limit")
+    p.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
+    p.add_argument("--max-retries", type=int, default=2, help="asks again, with the reason, after a rejected reply")
+    p.add_argument("--api-retries", type=int, default=6,
+                   help="retries after a 429, 5xx, timeout or lost connection (exponential backoff, Retry-After)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    p.add_argument("--max-tokens", type=int, default=1024, help="reply length limit, in tokens")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--price-per-million-input", type=float, metavar="USD", help="prints the cost (and in the summary)")
+    p.add_argument("--price-per-million-output", type=float, metavar="USD")
+    p.add_argument("--overwrite", action="store_true", help="start again, replacing an earlier synthesis in --out")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="omics", description=__doc__, **help_texts(
         "omics stage2 train --data train.jsonl   (omics COMMAND --help: its options)"))
@@ -261,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     for parser_ in (train_bench, eval_bench):
         parser_.add_argument("--gpu", type=int, default=0, help="index of the one GPU to use (default 0)")
         _dtype(parser_)
+    _synthesize_parser(commands)
     demo = commands.add_parser("demo", help="run all stages on a tiny model and the bundled samples",
                                **help_texts("omics demo --workdir /tmp/omics-demo"))
     demo.add_argument("--workdir", type=Path, default=Path("archive/demo"), help="where its models and results go")

@@ -393,6 +393,8 @@ def hold_command(args: Namespace, evaluation: str | None = None, modes: tuple[st
     if args.command == "generate":
         return hold_output_file(args.out, {"--model": args.model, "--data": args.data,
                                            "--train-data": args.train_data})
+    if args.command == "synthesize":
+        return hold_output_file(args.out, {"--data": args.data, "--prompt-template": args.prompt_template})
     if args.command == "demo":
         return hold_demo(args.workdir, args.overwrite)
     return nullcontext()
