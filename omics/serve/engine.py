@@ -1,0 +1,213 @@
+"""The built-in server's generation worker: one model, one thread, concurrent requests decoded together.
+
+Requests wait in a queue. The worker takes the first, collects more for a short window (up to `max_batch`),
+left-pads them into one batch, prefills it and then decodes one token per step for every request with the KV
+cache, so each request streams its text as it is produced. A request that ends (a stop token or string, its
+max_tokens, its client gone) leaves the batch and its cache rows are dropped; requests that arrive meanwhile
+wait for the next batch. Each batch is logged ("batch of N request(s) …").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger("omics")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """One request's decoding settings: temperature 0 is greedy; `seed` makes sampling reproducible."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The last event of a request: why it ended ("stop" or "length") and the tokens it generated (a stop
+    token included, as vLLM counts)."""
+
+    reason: str
+    completion_tokens: int
+
+
+Event = str | Finish | Exception  # a piece of text, the end, or the failure of its batch
+
+
+@dataclass
+class Job:
+    prompt_ids: list[int]
+    sampling: Sampling
+    deliver: Callable[[Event], None]  # thread-safe: called from the worker
+    cancelled: bool = False  # set when the client went away: the worker drops it at its next step
+
+
+def held_back(text: str, stops: tuple[str, ...]) -> int:
+    """How many trailing characters not to send yet: a possible start of a stop string, or an unfinished
+    UTF-8 character (decoded as U+FFFD until its last byte arrives)."""
+    partial = max((k for stop in stops for k in range(1, len(stop)) if text.endswith(stop[:k])), default=0)
+    unfinished = len(text) - len(text.rstrip("\ufffd"))
+    return max(partial, unfinished)
+
+
+@dataclass
+class _Row:
+    """A request being decoded: its tokens so far, the text already sent, its sampling generator."""
+
+    job: Job
+    stop_ids: frozenset[int]
+    tokenizer: PreTrainedTokenizerBase
+    token_ids: list[int] = field(default_factory=list)
+    sent: int = 0  # characters delivered
+    generated: int = 0
+    generator: torch.Generator | None = None
+
+    def choose(self, logits: torch.Tensor) -> int:
+        sampling = self.job.sampling
+        if sampling.temperature == 0:
+            return int(logits.argmax())
+        probs = torch.softmax(logits / sampling.temperature, dim=-1)
+        if sampling.top_p < 1:  # the smallest set of most likely tokens whose probability reaches top_p
+            ordered, order = probs.sort(descending=True)
+            ordered[ordered.cumsum(0) - ordered >= sampling.top_p] = 0
+            probs = torch.zeros_like(probs).scatter_(0, order, ordered)
+        if sampling.seed is not None and self.generator is None:
+            self.generator = torch.Generator(logits.device).manual_seed(sampling.seed)
+        return int(torch.multinomial(probs, 1, generator=self.generator))
+
+    def push(self, token: int) -> bool:
+        """Take the next token, deliver the text it completes; True when the request has ended."""
+        self.generated += 1
+        if self.job.cancelled:
+            return True
+        if token in self.stop_ids:
+            return self._finish("stop", self._text())
+        self.token_ids.append(token)
+        text = self._text()
+        longest = max(map(len, self.job.sampling.stop), default=0)
+        found = [at for stop in self.job.sampling.stop if (at := text.find(stop, max(0, self.sent - longest))) >= 0]
+        if found:
+            return self._finish("stop", text[:min(found)])
+        if self.generated >= self.job.sampling.max_tokens:
+            return self._finish("length", text)
+        self._send(text[:len(text) - held_back(text, self.job.sampling.stop)])
+        return False
+
+    def _text(self) -> str:
+        # no clean-up of spaces: then each text is the one before plus its new token's, and streams as deltas
+        return self.tokenizer.decode(self.token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def _send(self, text: str) -> None:
+        if len(text) > self.sent:
+            self.job.deliver(text[self.sent:])
+            self.sent = len(text)
+
+    def _finish(self, reason: str, text: str) -> bool:
+        self._send(text)
+        self.job.deliver(Finish(reason, self.generated))
+        return True
+
+
+class Engine:
+    """The one model in memory and the worker thread that answers every request with it."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stop_ids: set[int],
+                 max_batch: int = 16, window_s: float = 0.02):
+        self.model, self.tokenizer, self.stop_ids = model, tokenizer, frozenset(stop_ids)
+        self.max_batch, self.window_s = max_batch, window_s
+        self.device = next(model.parameters()).device
+        self.jobs: queue.Queue[Job] = queue.Queue()
+        threading.Thread(target=self._work, name="omics-generation", daemon=True).start()
+
+    async def generate(self, prompt_ids: list[int], sampling: Sampling) -> AsyncIterator[str | Finish]:
+        """The request's text as it is produced, then its Finish; a failure of its batch is raised."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Event] = asyncio.Queue()
+        job = Job(prompt_ids, sampling, lambda event: loop.call_soon_threadsafe(events.put_nowait, event))
+        self.jobs.put(job)
+        try:
+            while True:
+                event = await events.get()
+                if isinstance(event, Exception):
+                    raise event
+                yield event
+                if isinstance(event, Finish):
+                    return
+        finally:
+            job.cancelled = True
+
+    def _collect(self) -> list[Job]:
+        """The next batch: the first waiting job and whatever arrives within the window after it."""
+        batch = [self.jobs.get()]
+        deadline = time.monotonic() + self.window_s
+        while len(batch) < self.max_batch:
+            try:
+                batch.append(self.jobs.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        return [job for job in batch if not job.cancelled]
+
+    def _work(self) -> None:
+        while True:
+            batch = self._collect()
+            if not batch:
+                continue
+            started = time.monotonic()
+            try:
+                with torch.inference_mode():  # grad mode is per thread: set here, not by the caller
+                    generated = self._decode(batch)
+            except Exception as err:  # the batch fails, the server goes on; its requests get a 500
+                log.exception("generation failed for a batch of %d request(s)", len(batch))
+                for job in batch:
+                    job.deliver(err)
+                continue
+            seconds = time.monotonic() - started
+            lengths = [len(job.prompt_ids) for job in batch]
+            log.info("batch of %d request(s): prompts of %d-%d tokens, %d tokens generated in %.2f s (%.1f tokens/s)",
+                     len(batch), min(lengths), max(lengths), generated, seconds, generated / max(seconds, 1e-9))
+
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
+                 cache: DynamicCache) -> torch.Tensor:
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                         use_cache=True, logits_to_keep=1)  # one position's logits, not the prompt's
+        return out.logits[:, -1].float()
+
+    def _decode(self, batch: list[Job]) -> int:
+        """Decode the batch until every request has ended; returns the tokens generated."""
+        rows = [_Row(job, self.stop_ids, self.tokenizer) for job in batch]
+        width = max(len(job.prompt_ids) for job in batch)
+        input_ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for row, job in enumerate(batch):  # left padding: every prompt ends where decoding starts
+            input_ids[row, width - len(job.prompt_ids):] = torch.tensor(job.prompt_ids)
+            mask[row, width - len(job.prompt_ids):] = 1
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        logits = self._forward(input_ids, mask, positions, cache)
+        active = list(range(len(rows)))  # rows still decoding, in the cache's order
+        while True:
+            tokens = [rows[i].choose(logits[k]) for k, i in enumerate(active)]
+            going = [k for k, (i, token) in enumerate(zip(active, tokens, strict=True)) if not rows[i].push(token)]
+            if not going:
+                return sum(row.generated for row in rows)
+            if len(going) < len(active):  # ended requests leave the batch and the cache
+                index = torch.tensor(going, device=self.device)
+                cache.batch_select_indices(index)
+                mask, positions = mask[index], positions[index]
+                active, tokens = [active[k] for k in going], [tokens[k] for k in going]
+            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
+            positions = positions[:, -1:] + 1
+            logits = self._forward(torch.tensor(tokens, device=self.device)[:, None], mask, positions, cache)
