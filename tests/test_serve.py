@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import socket
@@ -206,28 +207,28 @@ def test_concurrent_requests_are_batched_and_answer_as_alone(server: Server) -> 
     assert KEY not in server.log.read_text()  # after every test above
 
 
-def test_vllm_is_execd_with_the_models_template_and_the_key_in_its_environment(tiny_model, tmp_path) -> None:
-    """A stand-in `vllm` on PATH records its command line and environment: what `omics serve` runs."""
+def test_vllm_is_execd_with_the_models_template_and_the_key_in_its_environment(tiny_model, tmp_path, monkeypatch,
+                                                                              caplog) -> None:
+    """What `omics serve --backend vllm` hands to exec: vLLM's command line and environment."""
     model = reasoning_model(tiny_model, tmp_path / "reasoner")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "vllm").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path}/argv\nenv > {tmp_path}/env\n')
-    (bin_dir / "vllm").chmod(0o755)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), KEY_ENV: KEY, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    env.pop("CUDA_VISIBLE_DEVICES", None)
+    (tmp_path / "vllm").write_text("#!/bin/sh\n")
+    (tmp_path / "vllm").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv(KEY_ENV, KEY)
+    caplog.set_level(logging.INFO, logger="omics")
+    execd = []
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: execd.append((path, argv, env)))
     port = str(free_port())
-    done = subprocess.run([sys.executable, "-m", "omics.cli", "serve", "--model", str(model), "--backend", "vllm",
-                           "--port", port, "--api-key-env", KEY_ENV, "--dtype", "bf16", "--served-model-name", "s3"],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr
-    argv = (tmp_path / "argv").read_text().splitlines()
-    assert argv[:-1] == ["serve", str(model), "--served-model-name", "s3", "--host", "127.0.0.1", "--port", port,
-                         "--dtype", "bfloat16", "--tensor-parallel-size", "1", "--generation-config", "auto",
-                         "--chat-template"]
+    assert cli(monkeypatch, tmp_path, "serve", "--model", str(model), "--backend", "vllm", "--port", port,
+               "--api-key-env", KEY_ENV, "--dtype", "bf16", "--served-model-name", "s3") == 0
+    [(path, argv, env)] = execd
+    assert path == argv[0] == str(tmp_path / "vllm")
+    assert argv[1:-1] == ["serve", str(model), "--served-model-name", "s3", "--host", "127.0.0.1", "--port", port,
+                          "--dtype", "bfloat16", "--tensor-parallel-size", "1", "--generation-config", "auto",
+                          "--chat-template"]
     assert Path(argv[-1]).read_text() == chat_template(REASONING_PROMPT)
-    environment = dict(line.split("=", 1) for line in (tmp_path / "env").read_text().splitlines() if "=" in line)
-    assert environment["VLLM_API_KEY"] == KEY and environment["CUDA_VISIBLE_DEVICES"] == "0"
-    assert "starting vLLM's server" in done.stderr and KEY not in done.stderr + "".join(argv)
+    assert env["VLLM_API_KEY"] == KEY and env["CUDA_VISIBLE_DEVICES"] == "0"  # the one GPU pinned
+    assert "starting vLLM's server" in caplog.text and KEY not in caplog.text + " ".join(argv)
 
 
 def test_auto_picks_transformers_without_vllm(tmp_path, monkeypatch) -> None:

@@ -124,7 +124,8 @@ def run(args: Namespace) -> None:
         from omics.serve.vllm_server import exec_vllm, vllm_command, vllm_executable
 
         listen(args.host, args.port).close()  # the port is free: say so now, not from vLLM after loading
-        exec_vllm(vllm_command(vllm_executable(), model_dir, name, chat, args.host, args.port, args.dtype), api_key)
+        return exec_vllm(vllm_command(vllm_executable(), model_dir, name, chat, args.host, args.port, args.dtype),
+                         api_key)
     log.info("generation backend: transformers (built-in server)%s",
              "" if args.backend == "transformers" else "; install vLLM (make vllm-env) for faster serving on GPU")
     serve_builtin(args, model_dir, name, api_key, chat)
