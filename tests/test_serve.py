@@ -294,3 +294,27 @@ def test_bf16_engine_answers_as_transformers_generate(tiny_model) -> None:
     assert text == tokenizer.decode(out[0, len(prompts[0]):], skip_special_tokens=True,
                                     clean_up_tokenization_spaces=False)
     assert [finish for _, finish in asyncio.run(together())] == [Finish("length", 2)] * 2
+
+
+def test_streamed_pieces_are_whole_characters_and_stop_before_a_stop_string(tokenizer) -> None:
+    """Tokens fed one by one (a character's UTF-8 bytes split over tokens, as 🧬's are): the pieces sent hold
+    no half character and add up to the text; a stop string split over pieces is never sent."""
+    from omics.serve.engine import Finish, Job, Sampling, _Row
+
+    text = "ACGT 🧬 ДНК 遺伝子 ok"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) > len(text.split()) + 3  # some characters really span tokens
+
+    def pieces(stop: tuple[str, ...]) -> list:
+        sent = []
+        row = _Row(Job([], Sampling(max_tokens=len(ids), stop=stop), sent.append), frozenset(), tokenizer)
+        for token in ids:
+            if row.push(token):
+                break
+        return sent
+
+    whole = pieces(())
+    assert "".join(whole[:-1]) == text and whole[-1] == Finish("length", len(ids))
+    assert not [piece for piece in whole[:-1] if "\ufffd" in piece]
+    cut = pieces(("遺伝",))
+    assert "".join(cut[:-1]) == "ACGT 🧬 ДНК " and cut[-1].reason == "stop"

@@ -55,29 +55,31 @@ class Job:
 
 
 def held_back(text: str, stops: tuple[str, ...]) -> int:
-    """How many trailing characters not to send yet: a possible start of a stop string, or an unfinished
-    UTF-8 character (decoded as U+FFFD until its last byte arrives)."""
-    partial = max((k for stop in stops for k in range(1, len(stop)) if text.endswith(stop[:k])), default=0)
-    unfinished = len(text) - len(text.rstrip("\ufffd"))
-    return max(partial, unfinished)
+    """How many trailing characters not to send yet: they may be the start of a stop string."""
+    return max((k for stop in stops for k in range(1, len(stop)) if text.endswith(stop[:k])), default=0)
 
 
 @dataclass
 class _Row:
-    """A request being decoded: its tokens so far, the text already sent, its sampling generator."""
+    """A request being decoded: its tokens, its text so far and how much of it was sent, its generator."""
 
     job: Job
     stop_ids: frozenset[int]
     tokenizer: PreTrainedTokenizerBase
     token_ids: list[int] = field(default_factory=list)
+    text: str = ""
     sent: int = 0  # characters delivered
+    decoded: int = 0  # tokens whose text is in `text`
+    context: int = 0  # tokens before those, decoded again with the new ones (their text is not repeated)
     generated: int = 0
     generator: torch.Generator | None = None
 
-    def choose(self, logits: torch.Tensor) -> int:
+    @property
+    def greedy(self) -> bool:
+        return self.job.sampling.temperature == 0
+
+    def sample(self, logits: torch.Tensor) -> int:
         sampling = self.job.sampling
-        if sampling.temperature == 0:
-            return int(logits.argmax())
         probs = torch.softmax(logits / sampling.temperature, dim=-1)
         if sampling.top_p < 1:  # the smallest set of most likely tokens whose probability reaches top_p
             ordered, order = probs.sort(descending=True)
@@ -93,21 +95,31 @@ class _Row:
         if self.job.cancelled:
             return True
         if token in self.stop_ids:
-            return self._finish("stop", self._text())
+            return self._finish("stop", self._decode(final=True))
         self.token_ids.append(token)
-        text = self._text()
-        longest = max(map(len, self.job.sampling.stop), default=0)
-        found = [at for stop in self.job.sampling.stop if (at := text.find(stop, max(0, self.sent - longest))) >= 0]
+        text = self._decode(final=False)
+        stops = self.job.sampling.stop
+        start = max(0, self.sent - max(map(len, stops), default=0))
+        found = [at for stop in stops if (at := text.find(stop, start)) >= 0]
         if found:
             return self._finish("stop", text[:min(found)])
         if self.generated >= self.job.sampling.max_tokens:
-            return self._finish("length", text)
-        self._send(text[:len(text) - held_back(text, self.job.sampling.stop)])
+            return self._finish("length", self._decode(final=True))
+        self._send(text[:len(text) - held_back(text, stops)])
         return False
 
-    def _text(self) -> str:
-        # no clean-up of spaces: then each text is the one before plus its new token's, and streams as deltas
-        return self.tokenizer.decode(self.token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    def _decode(self, final: bool) -> str:
+        """The text so far, extended by the new tokens' once they make whole characters (a character's UTF-8
+        bytes may span tokens: U+FFFD until the last arrives). Decoding only the last few tokens, with the
+        tokens before them as context, keeps each step's cost constant; without clean-up of spaces the text of
+        a token is the same whatever follows."""
+        options = {"skip_special_tokens": True, "clean_up_tokenization_spaces": False}
+        before = self.tokenizer.decode(self.token_ids[self.context:self.decoded], **options)
+        now = self.tokenizer.decode(self.token_ids[self.context:], **options)
+        if len(now) > len(before) and (final or not now.endswith("\ufffd")):
+            self.text += now[len(before):]
+            self.context, self.decoded = self.decoded, len(self.token_ids)
+        return self.text
 
     def _send(self, text: str) -> None:
         if len(text) > self.sent:
@@ -199,7 +211,8 @@ class Engine:
         logits = self._forward(input_ids, mask, positions, cache)
         active = list(range(len(rows)))  # rows still decoding, in the cache's order
         while True:
-            tokens = [rows[i].choose(logits[k]) for k, i in enumerate(active)]
+            best = logits.argmax(-1).tolist()  # one device sync per step for every greedy request
+            tokens = [best[k] if rows[i].greedy else rows[i].sample(logits[k]) for k, i in enumerate(active)]
             going = [k for k, (i, token) in enumerate(zip(active, tokens, strict=True)) if not rows[i].push(token)]
             if not going:
                 return sum(row.generated for row in rows)
