@@ -94,17 +94,18 @@ class _Row:
         self.generated += 1
         if self.job.cancelled:
             return True
-        if token in self.stop_ids:
-            return self._finish("stop", self._decode(final=True))
-        self.token_ids.append(token)
-        text = self._decode(final=False)
+        stopped = token in self.stop_ids
+        if not stopped:
+            self.token_ids.append(token)
+        last = stopped or self.generated >= self.job.sampling.max_tokens
+        text = self._decode(final=last)
         stops = self.job.sampling.stop
         start = max(0, self.sent - max(map(len, stops), default=0))
         found = [at for stop in stops if (at := text.find(stop, start)) >= 0]
         if found:
             return self._finish("stop", text[:min(found)])
-        if self.generated >= self.job.sampling.max_tokens:
-            return self._finish("length", self._decode(final=True))
+        if last:
+            return self._finish("stop" if stopped else "length", text)
         self._send(text[:len(text) - held_back(text, stops)])
         return False
 
