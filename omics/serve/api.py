@@ -220,7 +220,7 @@ def validation_message(err: RequestValidationError) -> tuple[str, str | None]:
     """The first problem of an invalid request as one line, and the parameter it concerns."""
     problem = err.errors()[0]
     where = [str(part) for part in problem.get("loc", ()) if part != "body"]
-    return (f"{'.'.join(where) or 'body'}: {problem.get('msg', 'invalid')}"), (where[0] if where else None)
+    return f"{'.'.join(where) or 'body'}: {problem.get('msg', 'invalid')}", where[0] if where else None
 
 
 def create_app(engine: Engine, tokenizer: PreTrainedTokenizerBase, settings: ServerSettings) -> FastAPI:
