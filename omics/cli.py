@@ -166,6 +166,7 @@ def _serve_parser(commands) -> None:
                        help="require 'Authorization: Bearer KEY', KEY read from this environment variable")
     serve.add_argument("--max-new-tokens", type=int, default=512, help="answer length of requests without max_tokens")
     serve.add_argument("--max-batch", type=int, default=16, help="built-in server: requests decoded together")
+    serve.add_argument("--batch-tokens", type=int, help="built-in server: " + BATCH_TOKENS_HELP)
     serve.add_argument("--batch-window-ms", type=int, default=20,
                        help="built-in server: how long a batch waits for more requests after its first")
     serve.add_argument("--gpu", type=int, default=0, help="index of the one GPU to use (default 0)")

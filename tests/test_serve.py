@@ -31,6 +31,7 @@ KEY_ENV = "OMICS_TEST_SERVE_KEY"
 KEY = "sk-test-7f3a9c1e-never-logged"
 REASONING_PROMPT = "Reason step by step, then answer."  # the card's: what a request without a system turn gets
 QUESTION = [{"role": "user", "content": "Is ACGTACGTTTGA a promoter?"}]
+BATCH_TOKENS = 400  # the server's --batch-tokens
 
 
 def free_port() -> int:
@@ -65,12 +66,13 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Server:
     """One server for the module: the reasoning model, a key, a long batching window (concurrent requests of a
-    test land in one batch), answers of 8 tokens unless asked."""
+    test land in one batch), answers of 8 tokens unless asked, batches of at most 400 tokens."""
     folder = tmp_path_factory.mktemp("serve")
     model = reasoning_model(tiny_model, folder / "reasoner")
     port, log = free_port(), folder / "server.log"
     command = [sys.executable, "-m", "omics.cli", "serve", "--model", str(model), "--port", str(port),
-               "--api-key-env", KEY_ENV, "--batch-window-ms", "250", "--max-new-tokens", "8"]
+               "--api-key-env", KEY_ENV, "--batch-window-ms", "250", "--max-new-tokens", "8",
+               "--batch-tokens", str(BATCH_TOKENS)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), KEY_ENV: KEY}
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=folder)
@@ -206,15 +208,35 @@ def test_concurrent_requests_are_batched_and_answer_as_alone(server: Server) -> 
     assert sum(batches) == 4 and max(batches) > 1, batches  # 4 in one batch unless the machine is very busy
 
 
+def test_batches_keep_to_the_token_budget(server: Server, reference) -> None:
+    """Four requests of 200 tokens each (prompt + max_tokens) under a 400-token budget: batches of two at most."""
+    tokenizer, _ = reference
+    question = [{"role": "user", "content": "ACGT " * 50}]
+    prompt_tokens = len(chat_ids(tokenizer, [{"role": "system", "content": REASONING_PROMPT}, *question]))
+    assert 150 < prompt_tokens < 200
+    logged = len(server.log.read_text().splitlines())
+
+    async def together() -> list[int]:
+        client = openai.AsyncOpenAI(base_url=server.url, api_key=KEY, max_retries=0, timeout=120)
+        answers = await asyncio.gather(*(client.chat.completions.create(
+            model="reasoner", messages=question, temperature=0, max_tokens=200 - prompt_tokens) for _ in range(4)))
+        return [a.usage.prompt_tokens for a in answers]
+
+    assert asyncio.run(together()) == [prompt_tokens] * 4
+    batches = [int(n) for n in re.findall(r"batch of (\d+) request", new_lines(server, logged))]
+    assert sum(batches) == 4 and max(batches) <= BATCH_TOKENS // 200, batches
+
+
 def test_a_stream_given_up_leaves_its_batch(server: Server) -> None:
-    """A client that stops reading after two pieces of a 2,000-token answer: the worker drops it at once."""
+    """A client that stops reading after two pieces of a 2,000-token answer (more than --batch-tokens: it runs
+    alone): the worker drops it at once."""
     logged = len(server.log.read_text().splitlines())
     stream = server.chat(QUESTION, temperature=0, max_tokens=2000, stream=True)
     for _ in range(3):  # the role, then two pieces of text
         next(stream)
     stream.close()
     deadline = time.monotonic() + 60
-    while not (done := re.findall(r"batch of 1 request\(s\): .* (\d+) tokens generated", new_lines(server, logged))):
+    while not (done := re.findall(r"batch done: (\d+) tokens generated", new_lines(server, logged))):
         assert time.monotonic() < deadline, new_lines(server, logged)
         time.sleep(0.2)
     assert int(done[0]) < 500, done
@@ -290,11 +312,11 @@ def test_a_folder_not_saved_by_omics_keeps_its_own_template(tmp_path, caplog) ->
 def test_bf16_engine_answers_as_transformers_generate(tiny_model) -> None:
     """A couple of bf16 tokens through the engine (alone, then two requests in one batch)."""
     from omics.commands.serve import stop_token_ids
-    from omics.serve.engine import Engine, Finish, Sampling
+    from omics.serve.engine import Batching, Engine, Finish, Sampling
 
     model = load_model(tiny_model, dtype="bf16").eval()
     tokenizer = load_tokenizer(tiny_model, chat=True)
-    engine = Engine(model, tokenizer, stop_token_ids(model, tokenizer), window_s=0.2)
+    engine = Engine(model, tokenizer, stop_token_ids(model, tokenizer), Batching(window_s=0.2))
     prompts = [chat_ids(tokenizer, QUESTION), tokenizer("ACGT")["input_ids"]]
 
     async def answer(ids: list[int]) -> tuple[str, Finish]:

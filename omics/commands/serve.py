@@ -85,20 +85,22 @@ def serve_builtin(args: Namespace, model_dir: Path, name: str, api_key: str | No
     """Load the one model, start the generation worker and answer HTTP until Ctrl-C."""
     import uvicorn
 
+    from omics.device import default_batch_tokens
     from omics.model import load_model, load_tokenizer
     from omics.serve.api import ServerSettings, create_app
-    from omics.serve.engine import Engine
+    from omics.serve.engine import Batching, Engine
 
     sock = listen(args.host, args.port)
     tokenizer = load_tokenizer(model_dir, chat=False)
     if chat.template is not None:
         tokenizer.chat_template = chat.template
     model = load_model(model_dir, dtype=args.dtype).eval()
-    engine = Engine(model, tokenizer, stop_token_ids(model, tokenizer), args.max_batch, args.batch_window_ms / 1000)
+    batching = Batching(args.max_batch, default_batch_tokens(args.batch_tokens), args.batch_window_ms / 1000)
+    engine = Engine(model, tokenizer, stop_token_ids(model, tokenizer), batching)
     settings = ServerSettings(name, args.max_new_tokens, model.config.max_position_embeddings, api_key)
-    log.info("serving %s as '%s' on http://%s:%d/v1 (transformers, %s, %s; batches of up to %d requests, "
-             "collected for %d ms)%s", model_dir, name, args.host, args.port, model.dtype, model.device,
-             args.max_batch, args.batch_window_ms, "; API key required" if api_key else "")
+    log.info("serving %s as '%s' on http://%s:%d/v1 (transformers, %s, %s; batches of up to %d requests and %d "
+             "tokens, collected for %d ms)%s", model_dir, name, args.host, args.port, model.dtype, model.device,
+             batching.requests, batching.tokens, args.batch_window_ms, "; API key required" if api_key else "")
     config = uvicorn.Config(create_app(engine, tokenizer, settings), log_config=None, timeout_graceful_shutdown=5)
     uvicorn.Server(config).run(sockets=[sock])
 
@@ -109,8 +111,10 @@ def run(args: Namespace) -> None:
 
     model_dir = require_model_dir(args.model, "Pass a model folder omics saved (e.g. archive/models/stage2) "
                                   "or any Hugging Face model folder.")
-    for option, value in (("--max-batch", args.max_batch), ("--max-new-tokens", args.max_new_tokens)):
-        if value < 1:
+    limits = {"--max-batch": args.max_batch, "--max-new-tokens": args.max_new_tokens,
+              "--batch-tokens": args.batch_tokens}
+    for option, value in limits.items():
+        if value is not None and value < 1:
             raise UserError(f"{option} must be at least 1, got {value}")
     api_key = read_api_key(args.api_key_env)
     if api_key is None and args.host not in LOOPBACK:

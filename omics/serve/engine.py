@@ -1,10 +1,10 @@
 """The built-in server's generation worker: one model, one thread, concurrent requests decoded together.
 
-Requests wait in a queue. The worker takes the first, collects more for a short window (up to `max_batch`),
-left-pads them into one batch, prefills it and then decodes one token per step for every request with the KV
-cache, so each request streams its text as it is produced. A request that ends (a stop token or string, its
-max_tokens, its client gone) leaves the batch and its cache rows are dropped; requests that arrive meanwhile
-wait for the next batch. Each batch is logged ("batch of N request(s) …").
+Requests wait in a queue. The worker takes the first and collects more for a short window (within `Batching`'s
+request and token limits), left-pads them into one batch, prefills it and then decodes one token per step for
+every request with the KV cache, so each request streams its text as it is produced. A request that ends (a
+stop token or string, its max_tokens, its client gone) leaves the batch and its cache rows are dropped;
+requests that arrive meanwhile wait for the next batch. Each batch is logged ("batch of N request(s) …").
 """
 
 from __future__ import annotations
@@ -133,15 +133,31 @@ class _Row:
         return True
 
 
+@dataclass(frozen=True)
+class Batching:
+    """How batches are formed: at most `requests` requests, whose padded prompt + answer tokens (what the KV cache
+    holds at the end) stay within `tokens` (a request larger than that runs alone), collected for `window_s`
+    after the first."""
+
+    requests: int = 16
+    tokens: int = 8192
+    window_s: float = 0.02
+
+    def fits(self, batch: list[Job]) -> bool:
+        width = max(len(job.prompt_ids) + job.sampling.max_tokens for job in batch)
+        return len(batch) <= self.requests and len(batch) * width <= self.tokens
+
+
 class Engine:
     """The one model in memory and the worker thread that answers every request with it."""
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stop_ids: set[int],
-                 max_batch: int = 16, window_s: float = 0.02):
+                 batching: Batching = Batching()):
         self.model, self.tokenizer, self.stop_ids = model, tokenizer, frozenset(stop_ids)
-        self.max_batch, self.window_s = max_batch, window_s
+        self.batching = batching
         self.device = next(model.parameters()).device
         self.jobs: queue.Queue[Job] = queue.Queue()
+        self.next_job: Job | None = None  # the one that did not fit the last batch: the next batch's first
         threading.Thread(target=self._work, name="omics-generation", daemon=True).start()
 
     async def generate(self, prompt_ids: list[int], sampling: Sampling) -> AsyncIterator[str | Finish]:
@@ -162,14 +178,19 @@ class Engine:
             job.cancelled = True
 
     def _collect(self) -> list[Job]:
-        """The next batch: the first waiting job and whatever arrives within the window after it."""
-        batch = [self.jobs.get()]
-        deadline = time.monotonic() + self.window_s
-        while len(batch) < self.max_batch:
+        """The next batch: the first waiting job and whatever arrives within the window after it and fits."""
+        batch = [self.next_job or self.jobs.get()]
+        self.next_job = None
+        deadline = time.monotonic() + self.batching.window_s
+        while len(batch) < self.batching.requests:
             try:
-                batch.append(self.jobs.get(timeout=max(0.0, deadline - time.monotonic())))
+                job = self.jobs.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
+            if not self.batching.fits([*batch, job]):
+                self.next_job = job
+                break
+            batch.append(job)
         return [job for job in batch if not job.cancelled]
 
     def _work(self) -> None:
@@ -177,6 +198,8 @@ class Engine:
             batch = self._collect()
             if not batch:
                 continue
+            lengths = [len(job.prompt_ids) for job in batch]  # logged before any of its answers is sent
+            log.info("batch of %d request(s): prompts of %d-%d tokens", len(batch), min(lengths), max(lengths))
             started = time.monotonic()
             try:
                 with torch.inference_mode():  # grad mode is per thread: set here, not by the caller
@@ -187,9 +210,8 @@ class Engine:
                     job.deliver(err)
                 continue
             seconds = time.monotonic() - started
-            lengths = [len(job.prompt_ids) for job in batch]
-            log.info("batch of %d request(s): prompts of %d-%d tokens, %d tokens generated in %.2f s (%.1f tokens/s)",
-                     len(batch), min(lengths), max(lengths), generated, seconds, generated / max(seconds, 1e-9))
+            log.info("batch done: %d tokens generated in %.2f s (%.1f tokens/s)", generated, seconds,
+                     generated / max(seconds, 1e-9))
 
     def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
                  cache: DynamicCache) -> torch.Tensor:
