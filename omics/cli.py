@@ -190,6 +190,28 @@ def _synthesize_parser(commands) -> None:
     p.add_argument("--overwrite", action="store_true", help="start again, replacing an earlier synthesis in --out")
 
 
+def _serve_parser(commands) -> None:
+    serve = commands.add_parser("serve", help="OpenAI-compatible API server for a model folder (vLLM or built-in)",
+                                **help_texts("omics serve --model archive/models/stage2 --api-key-env OMICS_API_KEY"))
+    serve.add_argument("--model", type=Path, required=True, help="a model folder (omics-saved, or any HF folder)")
+    serve.add_argument("--served-model-name", help="the name clients ask for (default: the model folder's name)")
+    serve.add_argument("--mode", choices=["reasoning", "direct"], help="system prompt of requests without one "
+                       "(default: reasoning for a reasoning model, i.e. Stage 3, else direct)")
+    serve.add_argument("--backend", choices=["auto", "vllm", "transformers"], default="auto",
+                       help="auto = vLLM's server when installed and on a GPU, else the built-in one (transformers)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key-env", metavar="NAME",
+                       help="require 'Authorization: Bearer KEY', KEY read from this environment variable")
+    serve.add_argument("--max-new-tokens", type=int, default=512, help="answer length of requests without max_tokens")
+    serve.add_argument("--max-batch", type=int, default=16, help="built-in server: requests decoded together")
+    serve.add_argument("--batch-tokens", type=int, help="built-in server: " + BATCH_TOKENS_HELP)
+    serve.add_argument("--batch-window-ms", type=int, default=20,
+                       help="built-in server: how long a batch waits for more requests after its first")
+    serve.add_argument("--gpu", type=int, default=0, help="index of the one GPU to use (default 0)")
+    _dtype(serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="omics", description=__doc__, **help_texts(
         "omics stage2 train --data train.jsonl   (omics COMMAND --help: its options)"))
@@ -293,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
         parser_.add_argument("--gpu", type=int, default=0, help="index of the one GPU to use (default 0)")
         _dtype(parser_)
     _synthesize_parser(commands)
+    _serve_parser(commands)
     demo = commands.add_parser("demo", help="run all stages on a tiny model and the bundled samples",
                                **help_texts("omics demo --workdir /tmp/omics-demo"))
     demo.add_argument("--workdir", type=Path, default=Path("archive/demo"), help="where its models and results go")
