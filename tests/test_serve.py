@@ -358,3 +358,20 @@ def test_streamed_pieces_are_whole_characters_and_stop_before_a_stop_string(toke
     assert not [piece for piece in whole[:-1] if "\ufffd" in piece]
     cut = pieces(("遺伝",))
     assert "".join(cut[:-1]) == "ACGT 🧬 ДНК " and cut[-1].reason == "stop"
+
+
+def test_synthesize_asks_omics_serve_as_its_teacher(server, tmp_path, monkeypatch):
+    """The two halves of issue 14 end to end: `omics synthesize` asks the served (random, tiny) model, whose
+    replies fail the checks, so every line is asked again with the reason and then rejected with it."""
+    from tests.helpers import head
+
+    (tmp_path / "data.jsonl").write_text("".join(f"{row}\n" for row in head("stage2_train.jsonl", 3)))
+    monkeypatch.setenv(KEY_ENV, KEY)
+    assert cli(monkeypatch, tmp_path, "synthesize", "--data", "data.jsonl", "--out", "r.jsonl", "--base-url",
+               server.url, "--model", server.name, "--api-key-env", KEY_ENV, "--max-retries", "1",
+               "--max-tokens", "8") == 0
+    rejected = [json.loads(line) for line in (tmp_path / "r.rejected.jsonl").read_text().splitlines()]
+    summary = json.loads((tmp_path / "r.summary.json").read_text())
+    assert len(rejected) == 3 and all(row["reason"] for row in rejected)
+    assert (summary["totals"]["requested"], summary["totals"]["accepted"]) == (3, 0)
+    assert summary["retries"]["feedback"] == 3 and summary["totals"]["tokens"]["completion"] > 0
