@@ -362,7 +362,8 @@ def hold_results(label: str, folder: Path, names: tuple[str, ...], overwrite: bo
 
 @contextmanager
 def hold_output_file(path: Path, inputs: dict[str, Path | None]) -> Iterator[Lock]:
-    """generate: one file, replaced atomically once complete, so the lock is all it needs."""
+    """generate, embed, variant-effect: one file (embed: and its index beside it), replaced atomically once
+    complete, so the lock is all it needs."""
     refuse_overlaps({"--out": path}, inputs)
     with Lock(path) as lock:
         yield lock

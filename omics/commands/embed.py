@@ -89,6 +89,8 @@ def run(args: Namespace) -> int:
                         "--overwrite to start again")
     model_dir = require_model_dir(args.model, "Pass a model folder (e.g. archive/models/stage1).")
     max_length = args.max_length or read_card(model_dir).max_length or DEFAULT_MAX_LENGTH
+    if max_length < 2:
+        raise UserError(f"--max-length must be at least 2 (BOS and one token), got {max_length}")
     settings = {"data": str(args.data.resolve()), "data_sha256": file_sha256(args.data),
                 "model": str(model_dir.resolve()), "model_files": model_fingerprint(model_dir), "layer": args.layer,
                 "pool": args.pool, "max_length": max_length, "dtype": args.dtype}

@@ -69,8 +69,6 @@ def embed_sequences(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
                     pool: str, max_length: int, batch_tokens: int, progress=None) -> np.ndarray:
     """(len(sequences), hidden) float32 vectors; sequences are batched by token length among themselves, so
     callers bound memory by the number they pass at once."""
-    if max_length < 2:
-        raise UserError(f"--max-length must be at least 2 (BOS and one token), got {max_length}")
     device = next(model.parameters()).device
     token_ids = tokenizer(sequences, add_special_tokens=False)["input_ids"]
     sums = np.zeros((len(sequences), model.config.hidden_size), dtype=np.float64)
@@ -78,14 +76,18 @@ def embed_sequences(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     chunks = list(_chunks(token_ids, tokenizer.bos_token_id, max_length))
     for batch in length_sorted_batches(chunks, batch_tokens):
         input_ids, mask = pad_batch([ids for ids, _, _ in batch], tokenizer.pad_token_id, device)
-        states = layer_states(model, input_ids, mask, layer).float().cpu().numpy()
-        for row, (ids, index, last) in enumerate(batch):
-            tokens = states[row, 1 : len(ids)]  # the sequence's tokens: BOS and padding left out
-            if pool == "mean":
-                sums[index] += tokens.sum(axis=0)
-                counts[index] += len(tokens)
-            elif last:
-                sums[index], counts[index] = tokens[-1], 1
+        states = layer_states(model, input_ids, mask, layer).float()
+        if pool == "mean":  # pooled on the device: only (batch, hidden) comes back
+            tokens = mask.clone()
+            tokens[:, 0] = 0  # BOS out; padding is already 0
+            pooled, sizes = (states * tokens[..., None]).sum(1), tokens.sum(1)
+        else:
+            pooled, sizes = states[torch.arange(len(batch), device=device), mask.sum(1) - 1], torch.ones(len(batch))
+        pooled, sizes = pooled.cpu().double().numpy(), sizes.cpu().numpy()
+        for row, (_, index, last) in enumerate(batch):
+            if pool == "mean" or last:  # `last`: the last chunk's last token only
+                sums[index] += pooled[row]
+                counts[index] += sizes[row]
         if progress is not None:
             progress.update(sum(last for _, _, last in batch))
     return (sums / counts[:, None]).astype(np.float32)
