@@ -67,7 +67,7 @@ def test_sign_convention_and_indels_keep_the_flanks(monkeypatch, tmp_path, tiny_
     llr = {r["id"]: float(r["llr"]) for r in rows}
     assert llr["snv"] == pytest.approx(-llr["back"], abs=1e-4) and llr["snv"] != 0
     assert llr["ins"] == pytest.approx(-llr["del"], abs=1e-4)
-    ins, deletion = list(read_variants(tmp_path / "variants.tsv", 16))[2:]
+    ins, deletion = list(read_variants(tmp_path / "variants.tsv", 16, {}))[2:]
     assert ins.ref_window == SEQUENCE[12:29] and ins.alt_window == SEQUENCE[12:21] + "TT" + SEQUENCE[21:29]
     assert deletion.ref_window == ins.alt_window and deletion.alt_window == ins.ref_window
 
@@ -107,3 +107,10 @@ def test_bf16_run(monkeypatch, tmp_path, tiny_model, hf_model, tokenizer, write_
                        "--dtype", "bf16", "--window", "20")
     assert code == 0
     assert float(rows[0]["ref_ll"]) == pytest.approx(by_hand(hf_model, tokenizer, SEQUENCE[10:31]), rel=0.02)
+
+
+def test_a_chrom_the_fasta_lacks_is_refused(monkeypatch, tmp_path, tiny_model, write_file, caplog):
+    write_file("genome.fa", [">chr2", SEQUENCE])
+    assert score(monkeypatch, tmp_path, tiny_model, write_file,
+                 ["chrom\tfasta\tpos\tref\talt", "chr9\tgenome.fa\t21\tG\tA"])[0] == 2
+    assert "genome.fa: no FASTA record chr9 (chrom names a header's first word)" in caplog.text

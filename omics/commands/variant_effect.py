@@ -27,10 +27,11 @@ def run(args: Namespace) -> int:
     from omics.io import atomic_open, ensure_writable
     from omics.model import load_model, load_tokenizer, require_model_dir
     from omics.sequence_tools.scoring import log_likelihoods
-    from omics.sequence_tools.variants import read_variants
+    from omics.sequence_tools.variants import read_variants, references
 
     ensure_writable(args.out, args.overwrite)
-    checked = read_variants(args.data, args.window)  # every variant checked before the model loads
+    genomes = references(args.data)  # read once: a genome's FASTA takes minutes
+    checked = read_variants(args.data, args.window, genomes)  # every variant checked before the model loads
     first = next(checked, None)
     if first is None:
         raise UserError(f"{args.data}: no variants below the header")
@@ -38,7 +39,7 @@ def run(args: Namespace) -> int:
     model_dir = require_model_dir(args.model, "Pass a model folder (e.g. archive/models/stage1).")
     model = load_model(model_dir, dtype=args.dtype).eval()
     tokenizer = load_tokenizer(model_dir, chat=False)
-    variants = read_variants(args.data, args.window)
+    variants = read_variants(args.data, args.window, genomes)
     with atomic_open(args.out) as handle, tqdm(total=total, desc=f"score {args.data.name}", unit="variant") as bar:
         writer = csv.DictWriter(handle, fieldnames=header, delimiter="\t", lineterminator="\n")
         writer.writeheader()

@@ -61,8 +61,9 @@ def _fasta_path(path: Path, row: dict[str, str]) -> Path:
     return fasta if fasta.is_absolute() else path.parent / fasta
 
 
-def _genomes(path: Path) -> dict[tuple[Path, str], str]:
-    """The FASTA records the variants name (only those, each held in memory), by (file, id)."""
+def references(path: str | Path) -> dict[tuple[Path, str], str]:
+    """The FASTA records the variants of the TSV name (only those, each held in memory), by (file, id)."""
+    path = Path(path)
     wanted: dict[Path, set[str]] = {}
     for lineno, row in _rows(path):
         if not row.get("sequence") and not (row.get("fasta") and row.get("chrom")):
@@ -86,12 +87,12 @@ def _allele(path: Path, lineno: int, column: str, value: str) -> str:
     return allele
 
 
-def read_variants(path: str | Path, window: int) -> Iterator[Variant]:
-    """Every variant of the TSV (several alt alleles: one each), checked against its sequence."""
+def read_variants(path: str | Path, window: int, genomes: dict[tuple[Path, str], str]) -> Iterator[Variant]:
+    """Every variant of the TSV (several alt alleles: one each), checked against its sequence (inline, or in
+    `genomes`, from `references`)."""
     path = Path(path)
     if window < 0:
         raise DataError(f"--window must be at least 0 bases, got {window}")
-    genomes = _genomes(path)
     for lineno, row in _rows(path):
         if row.get("sequence"):
             got, where = sequence_or_reason(row["sequence"]), "the row's sequence"
