@@ -92,6 +92,7 @@ def test_a_bad_line_is_named_and_nothing_is_written(write_file, tmp_path, tiny_m
 def test_a_layer_the_model_lacks_is_refused(write_file, tmp_path, tiny_model, monkeypatch, caplog):
     assert embed(monkeypatch, tmp_path, tiny_model, write_file("s.txt", ["ACGT"]), "--layer", "3")[0] == 2
     assert "--layer 3: this model has 2 layers; pass 0..2 or -3..-1" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.txt"]  # refused before anything is written
 
 
 def test_batching_by_length_gives_the_vectors_of_one_by_one(tiny_model, tokenizer):

@@ -65,6 +65,7 @@ def run(args: Namespace) -> int:
     import numpy as np
     from numpy.lib.format import open_memmap
     from tqdm import tqdm
+    from transformers import AutoConfig
 
     from omics.data.packing import file_sha256, model_fingerprint
     from omics.device import default_batch_tokens
@@ -91,6 +92,7 @@ def run(args: Namespace) -> int:
     max_length = args.max_length or read_card(model_dir).max_length or DEFAULT_MAX_LENGTH
     if max_length < 2:
         raise UserError(f"--max-length must be at least 2 (BOS and one token), got {max_length}")
+    layer = check_layer(AutoConfig.from_pretrained(model_dir), args.layer)
     settings = {"data": str(args.data.resolve()), "data_sha256": file_sha256(args.data),
                 "model": str(model_dir.resolve()), "model_files": model_fingerprint(model_dir), "layer": args.layer,
                 "pool": args.pool, "max_length": max_length, "dtype": args.dtype}
@@ -100,7 +102,6 @@ def run(args: Namespace) -> int:
     else:
         done, total = 0, _write_index(args.data, index)
     model = load_model(model_dir, dtype=args.dtype).eval()
-    layer = check_layer(model, args.layer)
     tokenizer = load_tokenizer(model_dir, chat=False)
     if not args.resume:
         open_memmap(vectors, mode="w+", dtype=np.float32, shape=(total, model.config.hidden_size)).flush()

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from omics.errors import UserError
 from omics.evaluate.likelihood import hidden_states
@@ -26,10 +26,10 @@ class _Captured(Exception):
     """Raised by the forward hook once the asked layer's output is taken: the layers above it never run."""
 
 
-def check_layer(model: PreTrainedModel, layer: int) -> int:
+def check_layer(config: PreTrainedConfig, layer: int) -> int:
     """`layer` as an index 0..n into HF's `hidden_states` (0 = embeddings, i = decoder layer i's output, n = the
     last layer after the final norm); negative indices count from the end (-1 = n)."""
-    n = model.config.num_hidden_layers
+    n = config.num_hidden_layers
     if not -(n + 1) <= layer <= n:
         raise UserError(f"--layer {layer}: this model has {n} layers; pass 0..{n} or -{n + 1}..-1 (-1 = the last)")
     return layer % (n + 1)
