@@ -40,15 +40,15 @@ def run(args: Namespace) -> int:
     model = load_model(model_dir, dtype=args.dtype).eval()
     tokenizer = load_tokenizer(model_dir, chat=False)
     variants = read_variants(args.data, args.window, genomes)
-    with atomic_open(args.out) as handle, tqdm(total=total, desc=f"score {args.data.name}", unit="variant") as bar:
+    with (atomic_open(args.out) as handle,
+          tqdm(total=2 * total, desc=f"score {args.data.name}", unit="window") as bar):  # ref and alt each
         writer = csv.DictWriter(handle, fieldnames=header, delimiter="\t", lineterminator="\n")
         writer.writeheader()
         while batch := list(islice(variants, VARIANTS)):
             scores = log_likelihoods(model, tokenizer, [w for v in batch for w in (v.ref_window, v.alt_window)],
-                                     default_batch_tokens(args.batch_tokens))
+                                     default_batch_tokens(args.batch_tokens), bar)
             for variant, ref_ll, alt_ll in zip(batch, scores[::2], scores[1::2], strict=True):
                 writer.writerow({**variant.row, "window": f"{variant.start}-{variant.end}", "ref_ll": f"{ref_ll:.6f}",
                                  "alt_ll": f"{alt_ll:.6f}", "llr": f"{alt_ll - ref_ll:.6f}"})
-            bar.update(len(batch))
     print(f"{total} variants scored into {args.out} (llr = alt_ll - ref_ll, natural log; > 0: alt more likely)")
     return total
