@@ -80,7 +80,7 @@ def test_fasta_records_span_lines_and_take_their_ids(write_file, tmp_path, tiny_
     (["ACGT", "ACGT", "ACGTJJ1"], "seqs.txt:3: text, not a sequence"),
     (["ACGT", "MKVJJ"], "seqs.txt:2: letters outside the DNA, RNA and protein alphabets"),
     ([">a", "ACGT", ">b", ">c", "ACGT"], "seqs.txt:3: FASTA record 'b' has no sequence"),
-])
+], ids=["text", "letters", "empty-record"])
 def test_a_bad_line_is_named_and_nothing_is_written(write_file, tmp_path, tiny_model, monkeypatch, caplog, lines,
                                                     message):
     data = write_file("seqs.txt", lines)

@@ -91,7 +91,7 @@ def test_reference_from_a_fasta_record(monkeypatch, tmp_path, tiny_model, write_
     (f"v\t{SEQUENCE}\t21\tG\t<DEL>", "variants.tsv:2: alt '<DEL>' is a symbolic or missing allele"),
     (f"v\t{SEQUENCE}\t21\tG\tA,*", "variants.tsv:2: alt '*' is a symbolic or missing allele"),
     ("v\tACGT ACGT\t1\tA\tG", "variants.tsv:2: the sequence column is text, not a sequence"),
-])
+], ids=["ref-mismatch", "past-the-end", "pos-0", "pos-not-a-number", "symbolic", "star-allele", "text-sequence"])
 def test_bad_variants_are_refused_by_line(monkeypatch, tmp_path, tiny_model, write_file, caplog, row, message):
     assert score(monkeypatch, tmp_path, tiny_model, write_file, [HEADER, row])[0] == 2
     assert message in caplog.text and not (tmp_path / "scores.tsv").exists()
