@@ -89,6 +89,14 @@ def quiet_third_party(verbose: bool) -> None:
             warnings.filterwarnings("ignore", category=category)
 
 
+def count(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (examples to show, samples to draw)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: give a number of at least 1")
+    return value
+
+
 def _dtype(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=DTYPES, default="auto",
                         help="weights: auto = bf16 on GPUs that have it, else fp16; fp32 on CPU")
@@ -106,7 +114,7 @@ def _streaming(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_parser(sub, stage: Stage) -> None:
-    p = sub.add_parser("train", help=f"train Stage {stage.number} ({stage.summary})",
+    p = sub.add_parser("train", help=f"train {stage.title} ({stage.summary})",
                        **help_texts(stage_example(stage, "train")))
     p.add_argument("--data", type=Path, required=True, help="training file")
     p.add_argument("--eval-data", type=Path, help="held-out file: periodic eval loss and (Stages 2-3) generated "
@@ -121,13 +129,13 @@ def _train_parser(sub, stage: Stage) -> None:
     p.add_argument("--metrics-dir", type=Path, default=stage.metrics_dir)
     p.add_argument("--cache-dir", type=Path, help=f"tokenised-data cache (default: {paths.CACHE} beside --output-dir)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    p.add_argument("--dry-run", type=int, nargs="?", const=3, metavar="N", help="train nothing, write nothing: show "
+    p.add_argument("--dry-run", type=count, nargs="?", const=3, metavar="N", help="train nothing, write nothing: show "
                    "N (default 3) examples as trained, the lengths, packing, steps, parameters and memory")
     _common(p)
 
 
 def _evaluate_parser(sub, stage: Stage) -> None:
-    p = sub.add_parser("evaluate", help=f"evaluate the Stage {stage.number} model",
+    p = sub.add_parser("evaluate", help=f"evaluate the {stage.title} model",
                        **help_texts(stage_example(stage, "evaluate")))
     p.add_argument("--data", type=Path, required=True, help="held-out / test file")
     p.add_argument("--model", type=Path, default=stage.model_dir)
@@ -149,6 +157,37 @@ def _evaluate_parser(sub, stage: Stage) -> None:
         _streaming(p)
     _dtype(p)
     _common(p)
+
+
+def _synthesize_parser(commands) -> None:
+    p = commands.add_parser("synthesize", help="Stage 3 reasoning data from Stage 2 data, by a teacher model (OpenAI "
+                            "API)", **help_texts("omics synthesize --data train.jsonl --out reasoning.jsonl --base-url "
+                                                 "https://api.openai.com/v1 --model gpt-4o-mini --per-task 500"))
+    p.add_argument("--data", type=Path, required=True, help="Stage 2 .jsonl (input, output, label, task)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="Stage 3 .jsonl, appended as lines finish (OUT.rejected.jsonl and OUT.summary.json beside it)")
+    p.add_argument("--base-url", required=True,
+                   help="OpenAI-compatible API, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1")
+    p.add_argument("--model", required=True, help="the teacher's model name at that API")
+    p.add_argument("--per-task", type=int, help="stratified sample: N lines of each task (default: every line)")
+    p.add_argument("--limit", type=int, help="at most N lines in all (raise it later to continue the same selection)")
+    p.add_argument("--seed", type=int, default=0, help="of the sample and the backoff jitter")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                   help="environment variable with the key, else read from ./.env; neither: a key-less server")
+    p.add_argument("--prompt-template", type=Path,
+                   help="prompt file using {input} and {output} (also {label}, {task}); default: the built-in one")
+    p.add_argument("--rpm", type=int, help="requests per minute (default: no limit)")
+    p.add_argument("--tpm", type=int, default=200_000, help="tokens per minute, 0 for no limit")
+    p.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
+    p.add_argument("--max-retries", type=int, default=2, help="asks again, with the reason, after a rejected reply")
+    p.add_argument("--api-retries", type=int, default=6,
+                   help="retries after a 429, 5xx, timeout or lost connection (exponential backoff, Retry-After)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    p.add_argument("--max-tokens", type=int, default=1024, help="reply length limit, in tokens")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--price-per-million-input", type=float, metavar="USD", help="prints the cost (and in the summary)")
+    p.add_argument("--price-per-million-output", type=float, metavar="USD")
+    p.add_argument("--overwrite", action="store_true", help="start again, replacing an earlier synthesis in --out")
 
 
 def _sequence_tools_parser(commands) -> None:
@@ -195,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "comparison folder is under it (e.g. --root archive/demo for the demo's)")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, stage in registered().items():
-        stage_parser = commands.add_parser(name, help=f"Stage {stage.number} train / evaluate: {stage.summary}",
+        stage_parser = commands.add_parser(name, help=f"{stage.title} train / evaluate: {stage.summary}",
                                            **help_texts(stage_example(stage, "train")))
         sub = stage_parser.add_subparsers(dest="action", required=True)
         _train_parser(sub, stage)
@@ -211,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--overwrite", action="store_true", help="replace results in --out")
     compare = commands.add_parser("compare", help="per-task deltas between evaluated stages",
                                   **help_texts("omics compare --stages 2 3"))
-    compare.add_argument("--stages", type=int, nargs="+", help="default: every stage with a metrics.json")
+    compare.add_argument("--stages", nargs="+", metavar="STAGE",
+                         help="stage numbers or names (2 3 dpo); default: every stage with a metrics.json")
     compare.add_argument("--overwrite", action="store_true", help="replace an earlier comparison.md/.html")
     compare.add_argument("--metrics-root", type=Path, default=paths.ARCHIVE / "metrics",
                          help="folder holding stageN/metrics.json")
@@ -284,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     for parser_ in (train_bench, eval_bench):
         parser_.add_argument("--gpu", type=int, default=0, help="index of the one GPU to use (default 0)")
         _dtype(parser_)
+    _synthesize_parser(commands)
     _sequence_tools_parser(commands)
     demo = commands.add_parser("demo", help="run all stages on a tiny model and the bundled samples",
                                **help_texts("omics demo --workdir /tmp/omics-demo"))
@@ -303,6 +344,21 @@ def evaluate(stage: Stage, args: argparse.Namespace) -> dict:
     return evaluate_stage(stage, args)
 
 
+INPUT_FILES = ("predictions", "config", "prompt_template")  # read by a command, besides every --*-data file
+
+
+def check_input_files(args: argparse.Namespace) -> None:
+    """Every input file named on the command line exists, checked before anything loads: one message for every
+    command, naming the option."""
+    for name, value in vars(args).items():
+        if isinstance(value, Path) and (name == "data" or name.endswith("_data") or name in INPUT_FILES):
+            option = "--" + name.replace("_", "-")
+            if value.is_dir():
+                raise UserError(f"{option} {value} is a folder, not a file; pass a file")
+            if not value.exists():
+                raise UserError(f"{option} {value}: no such file; check the path")
+
+
 def use_root(argv: list[str] | None) -> None:
     """`--root DIR` moves every default under DIR: set before the parser computes its defaults."""
     pre = argparse.ArgumentParser(add_help=False)
@@ -317,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")  # omics, or the library
     quiet_third_party(args.verbose)
     try:
+        check_input_files(args)
         if hasattr(args, "gpu"):
             pinned = pin_one_gpu(args.gpu)
             if use_cuda():  # without CUDA there is no GPU to pin: the next line says CPU
@@ -334,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
 
                     dry_run(stage, RunArgs.from_cli(args, stage))
                 else:
-                    train(stage, RunArgs.from_cli(args, stage))
+                    (stage.trainer or train)(stage, RunArgs.from_cli(args, stage))
             elif stage:
                 evaluate(stage, args)
             elif args.command == "bench":

@@ -58,7 +58,7 @@ def dry_run(stage: Stage, args: RunArgs) -> dict[str, Any]:
     check_schedule(stage, config, args.eval_data is not None)
     base = require_model_dir(args.base_model, stage.missing_base_hint)
     tokenizer = load_tokenizer(base, chat=stage.chat)
-    print(f"dry run of stage{stage.number} train: nothing is trained, nothing written into {args.output_dir} "
+    print(f"dry run of {stage.name} train: nothing is trained, nothing written into {args.output_dir} "
           f"or {args.metrics_dir}")
     if config.max_length == 0:
         config.max_length = choose_max_length(stage, args, tokenizer, config)

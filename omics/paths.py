@@ -26,16 +26,21 @@ DEMO_CONFIGS = CONFIGS / "demo"
 SAMPLES = _shipped("samples")
 
 
-def model_dir(stage: int) -> Path:
-    return ARCHIVE / "models" / f"stage{stage}"
+def stage_name(stage: int | str) -> str:
+    """A stage's folder name: Stage N's is "stageN", a named stage's its name ("dpo")."""
+    return f"stage{stage}" if isinstance(stage, int) else stage
 
 
-def metrics_dir(stage: int) -> Path:
-    return ARCHIVE / "metrics" / f"stage{stage}"
+def model_dir(stage: int | str) -> Path:
+    return ARCHIVE / "models" / stage_name(stage)
 
 
-def default_config(stage: int) -> Path:
-    return CONFIGS / f"stage{stage}.yaml"
+def metrics_dir(stage: int | str) -> Path:
+    return ARCHIVE / "metrics" / stage_name(stage)
+
+
+def default_config(stage: int | str) -> Path:
+    return CONFIGS / f"{stage_name(stage)}.yaml"
 
 
 def cache_dir(output_dir: Path) -> Path:

@@ -68,8 +68,8 @@ def refuse_overlaps(outputs: dict[str, Path], inputs: dict[str, Path | None]) ->
                    **{k: v for k, v in resolved.items() if k != label}}
         for other, path in guarded.items():
             if out == path or out in path.parents or path in out.parents:
-                raise UserError(f"{label} {outputs[label]} overlaps {other} {path}: a run replaces what is "
-                                "in its output folders, so pick a separate folder")
+                raise UserError(f"{label} {outputs[label]} overlaps {other} {path}: a run replaces what is in its "
+                                f"output folders, so give {label} a folder of its own, apart from {other}")
 
 
 def read_manifest(folder: Path) -> dict | None:
@@ -394,6 +394,8 @@ def hold_command(args: Namespace, evaluation: str | None = None, modes: tuple[st
     if args.command in ("generate", "embed", "variant-effect"):
         return hold_output_file(args.out, {"--model": args.model, "--data": args.data,
                                            "--train-data": getattr(args, "train_data", None)})
+    if args.command == "synthesize":
+        return hold_output_file(args.out, {"--data": args.data, "--prompt-template": args.prompt_template})
     if args.command == "demo":
         return hold_demo(args.workdir, args.overwrite)
     return nullcontext()

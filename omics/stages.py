@@ -42,38 +42,48 @@ class ExtraData:
 class Stage:
     """One training stage: what differs between stages, and nothing the shared trainer or evaluator does."""
 
-    number: int  # orders the stages; names the default folders (archive/models/stageN) and configs/stageN.yaml
+    number: int  # orders the stages (preference stages come after the instruction stages)
     summary: str  # one line for --help
     chat: bool  # examples in the Llama-3 chat format (the saved model carries the chat template)
     examples: ExampleBuilder  # data file → token ids and labels; imports its own heavy modules
-    starts_from: Path | int  # the default --base-model: a folder, or the stage whose model it continues
+    starts_from: Path | str | tuple[str, ...]  # the default --base-model: a folder, or the stage whose model it
+    # continues, or several stages: the model of the first one trained (e.g. ("stage3", "stage2"))
     missing_base_hint: str  # what to do when that model is not there
     evaluation: Literal["likelihood", "generation"]  # held-out bits per residue, or answers generated and scored
     modes: tuple[str, ...] = ("direct",)  # how it is asked, the default first: "direct" (the whole answer is
     # parsed) or "reasoning" (the reasoning prompt; answers read inside <answer>…</answer>, format compliance)
     max_new_tokens: int = DIRECT_ANSWER_TOKENS  # evaluation's default answer budget in the default mode
     extra_data: tuple[ExtraData, ...] = ()
+    name: str = ""  # the command and the default folders' name (archive/models/NAME, configs/NAME.yaml);
+    # default "stageN"; a stage outside the paper's three has its own ("dpo")
+    title: str = ""  # how help and reports name it; default "Stage N"
+    trainer: Callable[..., dict] | None = None  # its own training loop, (stage, omics.train.RunArgs) -> run summary
+    # (e.g. TRL's DPO), importing its heavy modules when called; None: the shared SFT trainer, omics.train.train
 
-    @property
-    def name(self) -> str:
-        return f"stage{self.number}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", self.name or f"stage{self.number}")
+        object.__setattr__(self, "title", self.title or f"Stage {self.number}")
 
     @property
     def base_model(self) -> Path:
         """The default --base-model (under --root for a stage's model, read when the parser is built)."""
-        return paths.model_dir(self.starts_from) if isinstance(self.starts_from, int) else self.starts_from
+        if isinstance(self.starts_from, Path):
+            return self.starts_from
+        names = (self.starts_from,) if isinstance(self.starts_from, str) else self.starts_from
+        trained = [paths.model_dir(name) for name in names if (paths.model_dir(name) / "config.json").is_file()]
+        return trained[0] if trained else paths.model_dir(names[0])
 
     @property
     def config(self) -> Path:
-        return paths.default_config(self.number)
+        return paths.default_config(self.name)
 
     @property
     def model_dir(self) -> Path:
-        return paths.model_dir(self.number)
+        return paths.model_dir(self.name)
 
     @property
     def metrics_dir(self) -> Path:
-        return paths.metrics_dir(self.number)
+        return paths.metrics_dir(self.name)
 
     @property
     def reasoning(self) -> bool:

@@ -35,6 +35,9 @@ def test_stage_flags_come_from_the_stage():
         parser.parse_args(["stage2", "train", "--data", "t.jsonl", "--replay-data", "s2.jsonl"])
     with pytest.raises(SystemExit):
         parser.parse_args(["stage1", "evaluate", "--data", "s.txt", "--max-samples", "2"])
+    assert parser.parse_args(["stage2", "train", "--data", "t.jsonl", "--dry-run"]).dry_run == 3
+    with pytest.raises(SystemExit):
+        parser.parse_args(["stage2", "train", "--data", "t.jsonl", "--dry-run", "-2"])
 
 
 def test_a_new_stage_is_one_registration(tiny_model, tmp_path, monkeypatch):
@@ -75,3 +78,24 @@ def test_root_moves_every_default_folder(monkeypatch):
     use_root(["stage1", "train", "--data", "s.txt"])  # no --root: archive/, and Stage 1 still starts from the base
     stage1 = build_parser().parse_args(["stage1", "train", "--data", "s.txt"])
     assert (stage1.base_model, stage1.output_dir) == (paths.BASE_MODEL, Path("archive/models/stage1"))
+
+
+def test_a_named_stage_starts_from_the_latest_trained_model(tmp_path, monkeypatch):
+    """A stage outside the paper's three has its own name and folders, and continues the first trained model of
+    a list (DPO: Stage 3's if there is one, else Stage 2's)."""
+    from omics.stage2.train import examples
+
+    monkeypatch.setattr(paths, "ARCHIVE", tmp_path)
+    dpo = Stage(number=4, name="dpo", title="DPO", summary="preference tuning", chat=True, examples=examples,
+                starts_from=("stage3", "stage2"), missing_base_hint="Run Stage 2 first.", evaluation="generation")
+    monkeypatch.setitem(STAGES, "dpo", dpo)
+    assert (dpo.model_dir, dpo.metrics_dir, dpo.config) == (
+        tmp_path / "models/dpo", tmp_path / "metrics/dpo", paths.CONFIGS / "dpo.yaml")
+    assert dpo.base_model == tmp_path / "models/stage3"  # nothing trained: the first, named in the error
+    (tmp_path / "models/stage2").mkdir(parents=True)
+    (tmp_path / "models/stage2/config.json").write_text("{}")
+    assert dpo.base_model == tmp_path / "models/stage2"
+    (tmp_path / "models/stage3").mkdir()
+    (tmp_path / "models/stage3/config.json").write_text("{}")
+    assert build_parser().parse_args(["dpo", "train", "--data", "p.jsonl"]).base_model == tmp_path / "models/stage3"
+    assert "DPO train / evaluate" in build_parser().format_help()

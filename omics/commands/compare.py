@@ -12,15 +12,21 @@ def run(args: Namespace) -> dict:
     from omics.evaluate.html_report import write_comparison_report
     from omics.evaluate.report import compare_files
     from omics.io import ensure_writable, write_text
+    from omics.paths import stage_name
+    from omics.stages import registered
 
-    stages = args.stages or [s for s in (1, 2, 3) if (args.metrics_root / f"stage{s}" / "metrics.json").is_file()]
-    found = {f"stage{s}": args.metrics_root / f"stage{s}" / "metrics.json" for s in stages}
+    if not args.metrics_root.is_dir():
+        raise UserError(f"--metrics-root {args.metrics_root}: no such folder; pass the folder holding the stages' "
+                        "metrics (default archive/metrics, or --root DIR)")
+    names = [stage_name(int(s)) if s.isdigit() else s for s in args.stages or ()] or [
+        name for name in registered() if (args.metrics_root / name / "metrics.json").is_file()]
+    found = {name: args.metrics_root / name / "metrics.json" for name in names}
     missing = [str(p) for p in found.values() if not p.is_file()]
     if missing:
-        raise UserError(f"no evaluation results at {', '.join(missing)}: run omics stageN evaluate first")
-    for s in stages:  # Stage 3 evaluated in direct mode too (--mode both|direct): its own column
-        if (direct := args.metrics_root / f"stage{s}" / "direct" / "metrics.json").is_file():
-            found[f"stage{s} direct"] = direct
+        raise UserError(f"no evaluation results at {', '.join(missing)}: run omics STAGE evaluate first")
+    for name in names:  # Stage 3 evaluated in direct mode too (--mode both|direct): its own column
+        if (direct := args.metrics_root / name / "direct" / "metrics.json").is_file():
+            found[f"{name} direct"] = direct
     if len(found) < 2:
         raise UserError(f"fewer than two evaluated stages under {args.metrics_root}: nothing to compare")
     ensure_writable(args.metrics_root / "comparison.md", args.overwrite)

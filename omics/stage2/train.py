@@ -15,7 +15,7 @@ def examples(path, tokenizer, config, report, meta):
 
 
 STAGE = register(Stage(
-    number=2, summary="instruction tuning", chat=True, examples=examples, starts_from=1,
+    number=2, summary="instruction tuning", chat=True, examples=examples, starts_from="stage1",
     missing_base_hint="Run Stage 1 first (omics stage1 train), or pass --base-model DIR.",
     evaluation="generation", max_new_tokens=64))
 

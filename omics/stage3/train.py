@@ -23,7 +23,7 @@ def examples(path, tokenizer, config, report, meta):
 
 
 STAGE = register(Stage(
-    number=3, summary="reasoning tuning", chat=True, examples=examples, starts_from=2,
+    number=3, summary="reasoning tuning", chat=True, examples=examples, starts_from="stage2",
     missing_base_hint="Run Stage 2 first (omics stage2 train), or pass --base-model DIR.",
     evaluation="generation", modes=("reasoning", "direct"), max_new_tokens=512,
     extra_data=(ExtraData("replay", "Stage 2 examples mixed back in against forgetting"),)))
