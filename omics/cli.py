@@ -212,6 +212,38 @@ def _serve_parser(commands) -> None:
     _dtype(serve)
 
 
+def _sequence_tools_parser(commands) -> None:
+    """`omics embed` and `omics variant-effect`: what a model makes of the sequences themselves."""
+    embed = commands.add_parser("embed", help="one vector per sequence (.txt or FASTA) into a .npy + index",
+                                **help_texts("omics embed --model archive/models/stage1 --data seqs.fa "
+                                             "--out vectors.npy --layer -1 --pool mean"))
+    variants = commands.add_parser("variant-effect", help="zero-shot variant scores: alt vs ref log-likelihood",
+                                   **help_texts("omics variant-effect --model archive/models/stage1 "
+                                                "--data variants.tsv --out scores.tsv --window 128"))
+    for parser_, data_help in ((embed, "sequences: .txt (one per line) or FASTA (ids from the headers)"),
+                               (variants, "TSV with a header: pos, ref, alt and either sequence or fasta + chrom")):
+        parser_.add_argument("--model", type=Path, required=True, help="a model folder (e.g. archive/models/stage1)")
+        parser_.add_argument("--data", type=Path, required=True, help=data_help)
+    embed.add_argument("--out", type=Path, required=True, help="vectors .npy (float32); the index beside it as "
+                       ".index.tsv (row, id, line, length, molecule)")
+    embed.add_argument("--layer", type=int, default=-1, help="hidden states of layer L: 0 = embeddings, "
+                       "-1 = the last (after the final norm); negative counts from the end")
+    embed.add_argument("--pool", choices=["mean", "last"], default="mean",
+                       help="mean over the sequence's tokens (no BOS), or its last token")
+    embed.add_argument("--max-length", type=int, help="tokens per chunk (BOS included); longer sequences are cut "
+                       "into chunks and averaged (default: the model's training max_length, else 2048)")
+    embed.add_argument("--resume", action="store_true", help="continue an interrupted run from the rows written")
+    variants.add_argument("--out", type=Path, required=True, help="scores TSV: the input columns + window, "
+                          "ref_ll, alt_ll, llr = alt_ll - ref_ll (natural log; > 0: the model prefers alt)")
+    variants.add_argument("--window", type=int, default=128,
+                          help="bases of context: window/2 on each side of the allele (clipped at the ends)")
+    for parser_ in (embed, variants):
+        parser_.add_argument("--batch-tokens", type=int,
+                             help="padded tokens per batch; default 65536 on a GPU, 8192 on CPU; lower it on OOM")
+        _dtype(parser_)
+        _common(parser_)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="omics", description=__doc__, **help_texts(
         "omics stage2 train --data train.jsonl   (omics COMMAND --help: its options)"))
@@ -316,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
         _dtype(parser_)
     _synthesize_parser(commands)
     _serve_parser(commands)
+    _sequence_tools_parser(commands)
     demo = commands.add_parser("demo", help="run all stages on a tiny model and the bundled samples",
                                **help_texts("omics demo --workdir /tmp/omics-demo"))
     demo.add_argument("--workdir", type=Path, default=Path("archive/demo"), help="where its models and results go")
@@ -387,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
             elif args.command == "bench":
                 importlib.import_module(f"omics.bench.{args.kind.replace('-', '_')}").run(args)
             else:
-                importlib.import_module(f"omics.commands.{args.command}").run(args)
+                importlib.import_module(f"omics.commands.{args.command.replace('-', '_')}").run(args)
     except (UserError, OSError) as err:  # what a user can act on: one line; any other exception is a bug
         log.error("%s", os_error_line(err) if isinstance(err, OSError) else err, exc_info=args.debug)
         return 2

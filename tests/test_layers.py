@@ -24,7 +24,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("evaluate", ("omics.evaluate.*",)),
     ("train", ("omics.loss", "omics.train")),
     ("commands", ("omics.stage1.*", "omics.stage2.*", "omics.stage3.*", "omics.commands.*", "omics.bench.*",
-                  "omics.samples.*", "omics.dryrun", "omics.synthesize.*", "omics.serve.*", "omics.cli")),
+                  "omics.samples.*", "omics.dryrun", "omics.synthesize.*", "omics.serve.*", "omics.sequence_tools.*",
+                  "omics.cli")),
 )
 
 
