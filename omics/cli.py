@@ -91,6 +91,14 @@ def quiet_third_party(verbose: bool) -> None:
             warnings.filterwarnings("ignore", category=category)
 
 
+def count(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (examples to show, samples to draw)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: give a number of at least 1")
+    return value
+
+
 def _dtype(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=DTYPES, default="auto",
                         help="weights: auto = bf16 on GPUs that have it, else fp16; fp32 on CPU")
@@ -123,7 +131,7 @@ def _train_parser(sub, stage: Stage) -> None:
     p.add_argument("--metrics-dir", type=Path, default=stage.metrics_dir)
     p.add_argument("--cache-dir", type=Path, help=f"tokenised-data cache (default: {paths.CACHE} beside --output-dir)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    p.add_argument("--dry-run", type=int, nargs="?", const=3, metavar="N", help="train nothing, write nothing: show "
+    p.add_argument("--dry-run", type=count, nargs="?", const=3, metavar="N", help="train nothing, write nothing: show "
                    "N (default 3) examples as trained, the lengths, packing, steps, parameters and memory")
     _common(p)
 
@@ -151,6 +159,91 @@ def _evaluate_parser(sub, stage: Stage) -> None:
         _streaming(p)
     _dtype(p)
     _common(p)
+
+
+def _synthesize_parser(commands) -> None:
+    p = commands.add_parser("synthesize", help="Stage 3 reasoning data from Stage 2 data, by a teacher model (OpenAI "
+                            "API)", **help_texts("omics synthesize --data train.jsonl --out reasoning.jsonl --base-url "
+                                                 "https://api.openai.com/v1 --model gpt-4o-mini --per-task 500"))
+    p.add_argument("--data", type=Path, required=True, help="Stage 2 .jsonl (input, output, label, task)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="Stage 3 .jsonl, appended as lines finish (OUT.rejected.jsonl and OUT.summary.json beside it)")
+    p.add_argument("--base-url", required=True,
+                   help="OpenAI-compatible API, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1")
+    p.add_argument("--model", required=True, help="the teacher's model name at that API")
+    p.add_argument("--per-task", type=int, help="stratified sample: N lines of each task (default: every line)")
+    p.add_argument("--limit", type=int, help="at most N lines in all (raise it later to continue the same selection)")
+    p.add_argument("--seed", type=int, default=0, help="of the sample and the backoff jitter")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                   help="environment variable with the key, else read from ./.env; neither: a key-less server")
+    p.add_argument("--prompt-template", type=Path,
+                   help="prompt file using {input} and {output} (also {label}, {task}); default: the built-in one")
+    p.add_argument("--rpm", type=int, help="requests per minute (default: no limit)")
+    p.add_argument("--tpm", type=int, default=200_000, help="tokens per minute, 0 for no limit")
+    p.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
+    p.add_argument("--max-retries", type=int, default=2, help="asks again, with the reason, after a rejected reply")
+    p.add_argument("--api-retries", type=int, default=6,
+                   help="retries after a 429, 5xx, timeout or lost connection (exponential backoff, Retry-After)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    p.add_argument("--max-tokens", type=int, default=1024, help="reply length limit, in tokens")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--price-per-million-input", type=float, metavar="USD", help="prints the cost (and in the summary)")
+    p.add_argument("--price-per-million-output", type=float, metavar="USD")
+    p.add_argument("--overwrite", action="store_true", help="start again, replacing an earlier synthesis in --out")
+
+
+def _serve_parser(commands) -> None:
+    serve = commands.add_parser("serve", help="OpenAI-compatible API server for a model folder (vLLM or built-in)",
+                                **help_texts("omics serve --model archive/models/stage2 --api-key-env OMICS_API_KEY"))
+    serve.add_argument("--model", type=Path, required=True, help="a model folder (omics-saved, or any HF folder)")
+    serve.add_argument("--served-model-name", help="the name clients ask for (default: the model folder's name)")
+    serve.add_argument("--mode", choices=["reasoning", "direct"], help="system prompt of requests without one "
+                       "(default: reasoning for a reasoning model, i.e. Stage 3, else direct)")
+    serve.add_argument("--backend", choices=["auto", "vllm", "transformers"], default="auto",
+                       help="auto = vLLM's server when installed and on a GPU, else the built-in one (transformers)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key-env", metavar="NAME",
+                       help="require 'Authorization: Bearer KEY', KEY read from this environment variable")
+    serve.add_argument("--max-new-tokens", type=int, default=512, help="answer length of requests without max_tokens")
+    serve.add_argument("--max-batch", type=int, default=16, help="built-in server: requests decoded together")
+    serve.add_argument("--batch-tokens", type=int, help="built-in server: " + BATCH_TOKENS_HELP)
+    serve.add_argument("--batch-window-ms", type=int, default=20,
+                       help="built-in server: how long a batch waits for more requests after its first")
+    serve.add_argument("--gpu", type=int, default=0, help="index of the one GPU to use (default 0)")
+    _dtype(serve)
+
+
+def _sequence_tools_parser(commands) -> None:
+    """`omics embed` and `omics variant-effect`: what a model makes of the sequences themselves."""
+    embed = commands.add_parser("embed", help="one vector per sequence (.txt or FASTA) into a .npy + index",
+                                **help_texts("omics embed --model archive/models/stage1 --data seqs.fa "
+                                             "--out vectors.npy --layer -1 --pool mean"))
+    variants = commands.add_parser("variant-effect", help="zero-shot variant scores: alt vs ref log-likelihood",
+                                   **help_texts("omics variant-effect --model archive/models/stage1 "
+                                                "--data variants.tsv --out scores.tsv --window 128"))
+    for parser_, data_help in ((embed, "sequences: .txt (one per line) or FASTA (ids from the headers)"),
+                               (variants, "TSV with a header: pos, ref, alt and either sequence or fasta + chrom")):
+        parser_.add_argument("--model", type=Path, required=True, help="a model folder (e.g. archive/models/stage1)")
+        parser_.add_argument("--data", type=Path, required=True, help=data_help)
+    embed.add_argument("--out", type=Path, required=True, help="vectors .npy (float32); the index beside it as "
+                       ".index.tsv (row, id, line, length, molecule)")
+    embed.add_argument("--layer", type=int, default=-1, help="hidden states of layer L: 0 = embeddings, "
+                       "-1 = the last (after the final norm); negative counts from the end")
+    embed.add_argument("--pool", choices=["mean", "last"], default="mean",
+                       help="mean over the sequence's tokens (no BOS), or its last token")
+    embed.add_argument("--max-length", type=int, help="tokens per chunk (BOS included); longer sequences are cut "
+                       "into chunks and averaged (default: the model's training max_length, else 2048)")
+    embed.add_argument("--resume", action="store_true", help="continue an interrupted run from the rows written")
+    variants.add_argument("--out", type=Path, required=True, help="scores TSV: the input columns + window, "
+                          "ref_ll, alt_ll, llr = alt_ll - ref_ll (natural log; > 0: the model prefers alt)")
+    variants.add_argument("--window", type=int, default=128,
+                          help="bases of context: window/2 on each side of the allele (clipped at the ends)")
+    for parser_ in (embed, variants):
+        parser_.add_argument("--batch-tokens", type=int,
+                             help="padded tokens per batch; default 65536 on a GPU, 8192 on CPU; lower it on OOM")
+        _dtype(parser_)
+        _common(parser_)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -255,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     for parser_ in (train_bench, eval_bench):
         parser_.add_argument("--gpu", type=int, default=0, help="index of the one GPU to use (default 0)")
         _dtype(parser_)
+    _synthesize_parser(commands)
+    _serve_parser(commands)
+    _sequence_tools_parser(commands)
     demo = commands.add_parser("demo", help="run all stages on a tiny model and the bundled samples",
                                **help_texts("omics demo --workdir /tmp/omics-demo"))
     demo.add_argument("--workdir", type=Path, default=Path("archive/demo"), help="where its models and results go")
@@ -273,6 +369,21 @@ def evaluate(stage: Stage, args: argparse.Namespace) -> dict:
     return evaluate_stage(stage, args)
 
 
+INPUT_FILES = ("predictions", "config", "prompt_template")  # read by a command, besides every --*-data file
+
+
+def check_input_files(args: argparse.Namespace) -> None:
+    """Every input file named on the command line exists, checked before anything loads: one message for every
+    command, naming the option."""
+    for name, value in vars(args).items():
+        if isinstance(value, Path) and (name == "data" or name.endswith("_data") or name in INPUT_FILES):
+            option = "--" + name.replace("_", "-")
+            if value.is_dir():
+                raise UserError(f"{option} {value} is a folder, not a file; pass a file")
+            if not value.exists():
+                raise UserError(f"{option} {value}: no such file; check the path")
+
+
 def use_root(argv: list[str] | None) -> None:
     """`--root DIR` moves every default under DIR: set before the parser computes its defaults."""
     pre = argparse.ArgumentParser(add_help=False)
@@ -287,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")  # omics, or the library
     quiet_third_party(args.verbose)
     try:
+        check_input_files(args)
         if hasattr(args, "gpu"):
             pinned = pin_one_gpu(args.gpu)
             if use_cuda():  # without CUDA there is no GPU to pin: the next line says CPU
@@ -310,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
             elif args.command == "bench":
                 importlib.import_module(f"omics.bench.{args.kind.replace('-', '_')}").run(args)
             else:
-                importlib.import_module(f"omics.commands.{args.command}").run(args)
+                importlib.import_module(f"omics.commands.{args.command.replace('-', '_')}").run(args)
     except (UserError, OSError) as err:  # what a user can act on: one line; any other exception is a bug
         log.error("%s", os_error_line(err) if isinstance(err, OSError) else err, exc_info=args.debug)
         return 2

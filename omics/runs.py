@@ -68,8 +68,8 @@ def refuse_overlaps(outputs: dict[str, Path], inputs: dict[str, Path | None]) ->
                    **{k: v for k, v in resolved.items() if k != label}}
         for other, path in guarded.items():
             if out == path or out in path.parents or path in out.parents:
-                raise UserError(f"{label} {outputs[label]} overlaps {other} {path}: a run replaces what is "
-                                "in its output folders, so pick a separate folder")
+                raise UserError(f"{label} {outputs[label]} overlaps {other} {path}: a run replaces what is in its "
+                                f"output folders, so give {label} a folder of its own, apart from {other}")
 
 
 def read_manifest(folder: Path) -> dict | None:
@@ -362,7 +362,8 @@ def hold_results(label: str, folder: Path, names: tuple[str, ...], overwrite: bo
 
 @contextmanager
 def hold_output_file(path: Path, inputs: dict[str, Path | None]) -> Iterator[Lock]:
-    """generate: one file, replaced atomically once complete, so the lock is all it needs."""
+    """generate, embed, variant-effect: one file (embed: and its index beside it), replaced atomically once
+    complete, so the lock is all it needs."""
     refuse_overlaps({"--out": path}, inputs)
     with Lock(path) as lock:
         yield lock
@@ -390,9 +391,11 @@ def hold_command(args: Namespace, evaluation: str | None = None, modes: tuple[st
     if args.command == "score" and args.out is not None:
         return hold_results("--out", args.out, SCORE_FILES, args.overwrite,
                             {"--predictions": args.predictions, "--train-data": args.train_data, "--model": args.model})
-    if args.command == "generate":
+    if args.command in ("generate", "embed", "variant-effect"):
         return hold_output_file(args.out, {"--model": args.model, "--data": args.data,
-                                           "--train-data": args.train_data})
+                                           "--train-data": getattr(args, "train_data", None)})
+    if args.command == "synthesize":
+        return hold_output_file(args.out, {"--data": args.data, "--prompt-template": args.prompt_template})
     if args.command == "demo":
         return hold_demo(args.workdir, args.overwrite)
     return nullcontext()

@@ -68,3 +68,23 @@ def test_a_schedule_that_cannot_keep_the_best_is_refused_before_any_file(tmp_pat
                "--base-model", str(tiny_model), "--output-dir", "model", "--metrics-dir", "metrics",
                "--set=save_steps=2", "--set=eval_steps=3") == 2
     assert not (tmp_path / "metrics").exists() and not (tmp_path / "model").exists()
+
+
+def test_reasoning_validation_selects_by_the_strict_score():
+    """Validation of a reasoning stage counts an answer outside <answer> tags as invalid when it picks the best
+    checkpoint (evaluation's fallback reads the whole text): two right answers in the format and two right
+    answers without it are 50% valid, not 100%."""
+    from omics.evaluate.run import strict
+    from omics.evaluate.scoring import _specs, parse_rows, score_rows
+
+    records = [json.loads(line) for line in head("stage3_valid.jsonl", 100)]
+    records = [r for r in records if r["task"] == "emp-gcrich"][:4]
+    rows = [{"task": r["task"], "label": r["label"], "output": r["output"], "input": r["input"],
+             "generated": r["output"] if i < 2 else r["output"].split("<answer>")[1].removesuffix("</answer>")}
+            for i, r in enumerate(records)]
+    specs = _specs(records, None)
+    parse_rows(rows, specs, reasoning=True)
+    lenient, strict_result = (score_rows(r, specs, True)[0]["emp-gcrich"] for r in (rows, strict(rows)))
+    assert (lenient["valid_rate"], lenient["format_compliance"]) == (1.0, 50.0)
+    assert (strict_result["valid_rate"], strict_result["format_compliance"]) == (0.5, 50.0)
+    assert strict_result["mixed_score"] < lenient["mixed_score"]

@@ -319,3 +319,24 @@ def test_evaluate_train_data_summary_leaves_out_conflicting_labels(write_file):
     path = jsonl(write_file, "t.jsonl", [("reg", 0.5), ("reg", 7), ("reg", "high")])
     summary = training_label_summary(path)
     assert summary["reg"]["n"] == 2 and build_task_specs(summary)["reg"].type == "regression"
+
+
+# ------------------------------------------------------------------------------------------------- missing files
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["stage1", "train", "--data", "nope.txt"], "--data nope.txt: no such file; check the path"),
+    (["stage3", "train", "--data", "r.jsonl", "--replay-data", "nope.jsonl"], "--replay-data nope.jsonl: no such"),
+    (["stage2", "train", "--data", "r.jsonl", "--config", "nope.yaml"], "--config nope.yaml: no such file"),
+    (["stage2", "evaluate", "--data", "nope.jsonl"], "--data nope.jsonl: no such file"),
+    (["score", "--predictions", "r.jsonl", "--train-data", "nope.jsonl"], "--train-data nope.jsonl: no such file"),
+    (["generate", "--model", "m", "--data", "nope.jsonl", "--out", "o.jsonl"], "--data nope.jsonl: no such file"),
+    (["score", "--predictions", "folder"], "--predictions folder is a folder, not a file; pass a file"),
+])
+def test_a_missing_input_file_gets_one_message_naming_its_option(tmp_path, monkeypatch, caplog, argv, message):
+    """Checked before any model loads or folder is created, in every command."""
+    (tmp_path / "r.jsonl").write_text('{"input": "q", "output": "a", "label": "a", "task": "t"}\n')
+    (tmp_path / "folder").mkdir()
+    assert cli(monkeypatch, tmp_path, *argv) == 2
+    assert message in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "r.jsonl"]

@@ -23,9 +23,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("data", ("omics.data.*", "omics.stages")),
     ("evaluate", ("omics.evaluate.*",)),
     ("train", ("omics.loss", "omics.train", "omics.grpo.loop")),
-    ("commands", ("omics.stage1.*", "omics.stage2.*", "omics.stage3.*", "omics.grpo", "omics.grpo.train",
-                  "omics.commands.*", "omics.bench.*",
-                  "omics.samples.*", "omics.dryrun", "omics.cli")),
+    ("commands", ("omics.stage1.*", "omics.stage2.*", "omics.stage3.*", "omics.commands.*", "omics.bench.*",
+                  "omics.samples.*", "omics.dryrun", "omics.synthesize.*", "omics.serve.*", "omics.sequence_tools.*",
+                  "omics.grpo", "omics.grpo.train", "omics.cli")),
 )
 
 

@@ -140,10 +140,12 @@ def test_compare_writes_a_comparison_report_linking_each_stage(tmp_path, monkeyp
     root = tmp_path / "metrics"
     _scored(tmp_path, monkeypatch, ROWS[:8], out="metrics/stage2")
     _scored(tmp_path, monkeypatch, ROWS, out="metrics/stage3")
+    _scored(tmp_path, monkeypatch, ROWS[4:], out="metrics/stage3/direct")  # Stage 3 asked directly: its column
     assert cli(monkeypatch, tmp_path, "compare", "--stages", "2", "3", "--metrics-root", "metrics") == 0
     page = _read_page(root / "comparison.html")
     assert page.tables == (root / "comparison.md").read_text().count("\n|---") == 3
     assert {p.stem for p in (root / "plots").glob("*.png")} == {"mixed-score", "paper-metric", "paper-table"}
     assert len(page.images) == 3
     text = (root / "comparison.html").read_text()
-    assert 'href="stage2/report.html"' in text and 'href="stage3/report.html"' in text
+    assert all(f'href="{folder}/report.html"' in text for folder in ("stage2", "stage3", "stage3/direct"))
+    assert "<title>omics report: stage3/direct</title>" in (root / "stage3/direct/report.html").read_text()

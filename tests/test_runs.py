@@ -272,7 +272,7 @@ def test_directory_given_as_a_file_and_file_as_a_folder(tmp_path, monkeypatch, c
     (tmp_path / "file").write_text("x")
     assert cli(monkeypatch, tmp_path, "score", "--predictions", "p.jsonl", "--out", "file") == 2
     directory, file = error_lines(caplog)
-    assert directory == "folder.jsonl is a folder, not a file; pass a file"
+    assert directory == "--predictions folder.jsonl is a folder, not a file; pass a file"
     assert file == f"{tmp_path / 'file'} is a file, not a folder; pass a folder"
     assert not any(r.exc_info for r in caplog.records if r.levelno >= logging.ERROR)  # no traceback
 

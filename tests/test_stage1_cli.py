@@ -268,12 +268,14 @@ def test_unusable_data_file(tiny_model, tmp_path, monkeypatch, caplog, name, con
     assert not (tmp_path / MODEL / "config.json").exists()
 
 
-def test_evaluate_a_copied_model_reads_its_card(run, tiny_model, tmp_path, monkeypatch):
-    """The base model and training's max_length come from omics_model.json, not from a metrics folder."""
+def test_evaluate_a_copied_model_reads_its_card(run, tiny_model, tmp_path, monkeypatch, capfd):
+    """The base model and training's max_length come from omics_model.json, not from a metrics folder; the
+    likelihood progress bar counts sequences against the file's total (a long one spans several windows)."""
     copied = shutil.copytree(run.model, tmp_path / "copied", ignore=shutil.ignore_patterns("checkpoints"))
-    (tmp_path / "held.txt").write_text("\n".join(sequence_lines(3, seed=2)) + "\n")
+    (tmp_path / "held.txt").write_text("\n".join([*sequence_lines(3, seed=2), "ACGT" * 100]) + "\n\n")
     assert cli(monkeypatch, tmp_path, "stage1", "evaluate", "--data", "held.txt", "--model", str(copied),
                "--metrics-dir", "m") == 0
+    assert re.search(r"likelihood copied: 100%.*\| 4/4 ", capfd.readouterr().err.replace("\r", "\n"))
     meta = read_json(tmp_path / "m" / "likelihood.json")["meta"]
     assert meta["base_model"] == str(tiny_model.resolve())
     assert meta["max_length"] == 64 and meta["wrap_tags"] is False  # the run's (--set max_length=64)

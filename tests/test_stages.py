@@ -35,6 +35,9 @@ def test_stage_flags_come_from_the_stage():
         parser.parse_args(["stage2", "train", "--data", "t.jsonl", "--replay-data", "s2.jsonl"])
     with pytest.raises(SystemExit):
         parser.parse_args(["stage1", "evaluate", "--data", "s.txt", "--max-samples", "2"])
+    assert parser.parse_args(["stage2", "train", "--data", "t.jsonl", "--dry-run"]).dry_run == 3
+    with pytest.raises(SystemExit):
+        parser.parse_args(["stage2", "train", "--data", "t.jsonl", "--dry-run", "-2"])
 
 
 def test_a_new_stage_is_one_registration(tiny_model, tmp_path, monkeypatch):

@@ -15,6 +15,9 @@ def run(args: Namespace) -> dict:
     from omics.paths import stage_name
     from omics.stages import registered
 
+    if not args.metrics_root.is_dir():
+        raise UserError(f"--metrics-root {args.metrics_root}: no such folder; pass the folder holding the stages' "
+                        "metrics (default archive/metrics, or --root DIR)")
     names = [stage_name(int(s)) if s.isdigit() else s for s in args.stages or ()] or [
         name for name in registered() if (args.metrics_root / name / "metrics.json").is_file()]
     found = {name: args.metrics_root / name / "metrics.json" for name in names}

@@ -3,6 +3,7 @@ Llama built on the real Llama-3 tokenizer and the bundled samples. Minutes on a 
 
 from __future__ import annotations
 
+import json
 from argparse import Namespace
 from pathlib import Path
 
@@ -40,6 +41,24 @@ def steps(work: Path, gpu: int, samples: Path = SAMPLES) -> list[tuple[list[str]
     return out
 
 
+def learning_checks(metrics: Path) -> str:
+    """What the demo must show beyond running: Stage 3 answers in its format when asked to reason, and asked
+    directly it keeps Stage 2's score (no forgetting)."""
+    def results(folder: str) -> dict:
+        return json.loads((metrics / folder / "metrics.json").read_text())
+
+    stage2, reasoning, direct = results("stage2")["overall"], results("stage3")["tasks"], results("stage3/direct")[
+        "overall"]
+    compliance = sum(t["format_compliance"] * t["n"] for t in reasoning.values()) / sum(
+        t["n"] for t in reasoning.values())
+    change = direct["mixed_score_mean"] - stage2["mixed_score_mean"]
+    per_task = ", ".join(f"{task} {t['format_compliance']:.0f}%" for task, t in reasoning.items())
+    return (f"Stage 3, reasoning mode: {compliance:.1f}% of the answers in the <reasoning>…</reasoning> "
+            f"<answer>…</answer> format (target ≥ 90%; {per_task})\n"
+            f"Stage 3, direct mode: mean Mixed Score {direct['mixed_score_mean']:.2f} against Stage 2's "
+            f"{stage2['mixed_score_mean']:.2f} ({change:+.2f}; target: no more than 1 point below)")
+
+
 def run(args: Namespace) -> None:
     from omics.cli import main
     from omics.tiny import build_tiny_llama
@@ -53,6 +72,7 @@ def run(args: Namespace) -> None:
             raise SystemExit(f"demo stopped at: omics {' '.join(step)}")
     metrics = work / "metrics"
     main(["compare", "--stages", "1", "2", "3", "--metrics-root", str(metrics)])
+    print(f"\n{learning_checks(metrics)}")
     reports = [p for p in (*(metrics / s / "report.html" for s in ("stage1", "stage2", "stage3")),
                            metrics / "comparison.html") if p.is_file()]
     print("\nreports (open in a browser):", *reports, sep="\n  ")

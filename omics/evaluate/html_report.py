@@ -188,7 +188,9 @@ def write_report(folder: Path) -> Path | None:
     def write() -> Path:
         tag = json.loads((folder / "metrics.json").read_text())["meta"]["tag"] if (
             folder / "metrics.json").is_file() else "likelihood"
-        return _publish(folder, REPORT, f"omics report: {folder.name}", folder_plots(folder), [
+        # a mode's folder (metrics/stage3/direct) is named with its stage's
+        name = f"{folder.parent.name}/{folder.name}" if (folder.parent / "metrics.json").is_file() else folder.name
+        return _publish(folder, REPORT, f"omics report: {name}", folder_plots(folder), [
             ("Evaluation", _markdown(folder / "metrics.md")),
             ("Comparison with earlier stages", _markdown(folder / "comparison.md")),
             ("Stage 1 likelihood", _markdown(folder / "likelihood.md")),
@@ -209,8 +211,9 @@ def write_comparison_report(root: Path, table: str, docs: dict[str, dict[str, An
     root = Path(root)
 
     def write() -> Path:
-        links = "".join(f'<li><a href="{label}/{REPORT}">{label}</a></li>' for label in docs
-                        if (root / label / REPORT).is_file())
+        folders = {label: label.replace(" ", "/") for label in docs}  # "stage3 direct": metrics/stage3/direct
+        links = "".join(f'<li><a href="{folder}/{REPORT}">{label}</a></li>' for label, folder in folders.items()
+                        if (root / folder / REPORT).is_file())
         return _publish(root, COMPARISON, f"omics comparison: {', '.join(docs)}", score_bars(docs), [
             ("Comparison", markdown_html(table)),
             ("Stage reports", f"<ul>{links}</ul>" if links else None),

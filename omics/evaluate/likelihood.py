@@ -19,6 +19,7 @@ from tqdm import tqdm
 from omics.data.pretrain import sequence_windows
 from omics.data.validate import DataReport
 from omics.device import default_batch_tokens
+from omics.io import count_lines
 from omics.model import load_model, load_tokenizer
 
 CHUNK = 4096  # windows sorted by length together: bounded memory, little padding
@@ -66,7 +67,8 @@ def sequence_likelihood(
     totals: dict[str, dict[str, float]] = defaultdict(lambda: {"nll": 0.0, "tokens": 0, "residues": 0})
     report = DataReport(str(data))
     windows = sequence_windows(data, tokenizer, max_length, wrap_tags, report)
-    progress = tqdm(desc=f"likelihood {Path(model_dir).name}", unit="seq")
+    # a sequence is done at its last window, the one ending with EOS; the total counts invalid lines too
+    progress = tqdm(total=count_lines(Path(data)), desc=f"likelihood {Path(model_dir).name}", unit="seq")
     while chunk := list(islice(windows, CHUNK)):
         for batch in _batches(chunk, default_batch_tokens(batch_tokens)):
             width = max(len(ids) for ids, _, _ in batch)
@@ -82,7 +84,8 @@ def sequence_likelihood(
                     totals[key]["nll"] += nll[row].sum().item()
                     totals[key]["tokens"] += len(ids) - 1
                     totals[key]["residues"] += residues
-            progress.update(len(batch))
+            progress.update(sum(ids[-1] == tokenizer.eos_token_id for ids, _, _ in batch))
+    progress.total = progress.n  # what was valid
     progress.close()
     return {key: {**t, "perplexity": math.exp(t["nll"] / max(t["tokens"], 1)),
                   "bits_per_residue": t["nll"] / math.log(2) / max(t["residues"], 1)}

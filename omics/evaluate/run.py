@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -269,6 +270,13 @@ def _write_comparison(label: str, stage: Stage, stage_dir: Path, metrics_dir: Pa
         write_text(metrics_dir / "comparison.md", table + "\n")
 
 
+def strict(rows: list[dict]) -> list[dict]:
+    """Reasoning answers read strictly: one outside `<answer>` tags is invalid (evaluation falls back to the whole
+    text), so a checkpoint that answers well but stopped using the trained format does not score best."""
+    return [row if row["format_ok"] else {**row, "prediction": None, "valid": False, "probability": None}
+            for row in rows]
+
+
 def validation_scalars(result: dict) -> dict[str, float]:
     """A task's validation curves: Mixed Score, paper metric, valid rate, format compliance, collapse (0/1)."""
     scalars = {"mixed_score": result["mixed_score"], "valid_rate": result["valid_rate"],
@@ -308,20 +316,29 @@ class GenerationEvalCallback(TrainerCallback):
         with mixed_precision(model):
             rows = [row for batch in stream_rows(
                 backend, range(len(self.records)), self.prompts.__getitem__,
-                lambda i, g: answer_row(self.records[i], g, self.specs, self.tokenizer, self.reasoning))
+                lambda i, g: answer_row(self.records[i], g, self.specs, self.tokenizer, self.reasoning),
+                total=len(self.records))
                 for row in batch]
         model.train(was_training)
         results, overall = score_rows(rows, self.specs, self.reasoning)
         scalars = {"mixed_score_mean": overall["mixed_score_mean"]}
         for task, result in results.items():
             scalars |= {f"{task}/{name}": value for name, value in validation_scalars(result).items()}
+        if self.reasoning:  # the selection score: an answer outside the trained format counts as invalid
+            scalars["strict_mixed_score_mean"] = score_rows(strict(rows), self.specs, True)[1]["mixed_score_mean"]
+            scalars["format_compliance_mean"] = round(statistics.fmean(
+                r["format_compliance"] for r in results.values()), 2)
+        selection = scalars["strict_mixed_score_mean" if self.reasoning else "mixed_score_mean"]
         with SummaryWriter(str(self.log_dir), filename_suffix=".generation") as writer:
             for name, value in scalars.items():
                 writer.add_scalar(f"eval_generation/{name}", value, state.global_step)
         if metrics is not None:  # what best_model_metric=mixed_score compares (HF reads it after this callback)
-            metrics["eval_mixed_score"] = overall["mixed_score_mean"]
-        state.log_history.append({"step": state.global_step, "eval_mixed_score": overall["mixed_score_mean"],
-                                  **{f"eval_{name}": value for name, value in scalars.items() if "/" in name}})
-        log.info("generation eval at step %d: mixed score %.2f over %d answers%s", state.global_step,
+            metrics["eval_mixed_score"] = selection
+        state.log_history.append({"step": state.global_step, "eval_mixed_score": selection,
+                                  **{f"eval_{name}": value for name, value in scalars.items()
+                                     if name != "mixed_score_mean" or self.reasoning}})
+        log.info("generation eval at step %d: mixed score %.2f over %d answers%s%s", state.global_step,
                  overall["mixed_score_mean"], len(rows),
+                 f" (format compliance {scalars['format_compliance_mean']:.1f}%, strict mixed score {selection:.2f}:"
+                 " the selection score)" if self.reasoning else "",
                  "".join(f"; {t}: {w}" for t, r in results.items() for w in r["warnings"]))
