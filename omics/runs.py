@@ -390,7 +390,7 @@ def hold_command(args: Namespace, evaluation: str | None = None, modes: tuple[st
     if args.command == "score" and args.out is not None:
         return hold_results("--out", args.out, SCORE_FILES, args.overwrite,
                             {"--predictions": args.predictions, "--train-data": args.train_data, "--model": args.model})
-    if args.command == "generate":
+    if args.command in ("generate", "pairs"):  # one output file, written whole (pairs' report beside it)
         return hold_output_file(args.out, {"--model": args.model, "--data": args.data,
                                            "--train-data": args.train_data})
     if args.command == "demo":
