@@ -21,12 +21,14 @@ from omics.stages import ANSWER_TAGS, stage
 
 STEPS = 4  # checkpoints at steps 2 and 4
 SETTINGS = [f"--set={item}" for item in (
-    "max_length=128", "micro_batch_size=8", "grad_accum=1", f"max_steps={STEPS}", "save_steps=2", "logging_steps=1",
+    "max_length=128", "micro_batch_size=4", "grad_accum=1", f"max_steps={STEPS}", "save_steps=2", "logging_steps=1",
     "lora_r=4", "lora_alpha=8", "gradient_checkpointing=false", "warmup_ratio=0", "learning_rate=2e-2")]
-# short questions, one-word answers: DPO's cost is the 128k-vocabulary log-probabilities of the answer tokens
-PAIRS = [{"prompt": f"Is <dna>{seq}<dna> GC-rich?", "chosen": answer, "rejected": other}
-         for seq, answer, other in (("GGCC", "yes", "no"), ("ATAT", "no", "yes"), ("GCGA", "yes", "no"),
-                                    ("TTAA", "no", "yes"))] * 2
+QUESTIONS = [f"GC-rich? <dna>{seq}<dna>" for seq in ("GGCC", "GCGC", "CCGG", "GCCG")]
+# conversations with a short system turn of their own: on CPU, TRL scores every position against the 128k
+# vocabulary, so a DPO step costs what its sequences' length does
+PAIRS = [{"prompt": [{"role": "system", "content": "Answer yes or no."}, {"role": "user", "content": question}],
+          "chosen": [{"role": "assistant", "content": "yes"}], "rejected": [{"role": "assistant", "content": "no"}]}
+         for question in QUESTIONS]
 SAME_WEIGHTS = 1e-6  # up to float summation order across processes (tests/test_resume.py); a step moves ~2e-2
 
 
@@ -120,8 +122,8 @@ def test_saved_model_describes_itself_and_evaluates(runs, tiny_model, monkeypatc
     assert cli(monkeypatch, runs, *dpo_argv(tiny_model, "straight")) == 2  # no overwrite of a finished run
     assert "a previous run exists" in caplog.text
     test = runs / "test.jsonl"
-    test.write_text("".join(json.dumps({"input": p["prompt"], "output": f"The answer is {p['chosen']}.",
-                                        "label": p["chosen"], "task": "gc-toy"}) + "\n" for p in PAIRS[:2]))
+    test.write_text("".join(json.dumps({"input": question, "output": "The answer is yes.", "label": "yes",
+                                        "task": "gc-toy"}) + "\n" for question in QUESTIONS[:2]))
     assert cli(monkeypatch, runs, "dpo", "evaluate", "--data", "test.jsonl", "--model", "straight/model",
                "--metrics-dir", "straight/eval", "--max-new-tokens", "4") == 0
     metrics = json.loads((runs / "straight/eval/metrics.json").read_text())
@@ -157,8 +159,8 @@ def yes_no_model(tiny_model, tmp_path_factory) -> Path:
 
 
 def test_pairs_from_sampled_answers(yes_no_model, tmp_path, monkeypatch, capsys):
-    questions = [{"input": p["prompt"], "output": f"The answer is {p['chosen']}.", "label": p["chosen"],
-                  "task": "gc-toy"} for p in PAIRS[:4]]
+    questions = [{"input": question, "output": f"The answer is {label}.", "label": label, "task": "gc-toy"}
+                 for question, label in zip(QUESTIONS, ("yes", "no", "yes", "no"), strict=True)]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
     argv = ["pairs", "--model", str(yes_no_model), "--data", "train.jsonl", "--out", "pairs.jsonl", "--samples", "4",
             "--temperature", "1.0", "--max-new-tokens", "3"]
