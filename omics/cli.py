@@ -34,6 +34,8 @@ STAGE_EXAMPLES = {  # one example per --help; a stage without one gets the plain
     ("stage1", "evaluate"): "omics stage1 evaluate --data heldout.txt",
     ("stage2", "evaluate"): "omics stage2 evaluate --data test.jsonl --train-data train.jsonl --max-samples 100",
     ("stage3", "evaluate"): "omics stage3 evaluate --data test.jsonl --mode both",
+    ("dpo", "train"): "omics dpo train --data pairs.jsonl --eval-data val_pairs.jsonl --set dpo_beta=0.1",
+    ("dpo", "evaluate"): "omics dpo evaluate --data test.jsonl --max-samples 100",
 }
 BACKEND_HELP = "auto = vLLM when installed and on a GPU, else HF transformers"
 BATCH_TOKENS_HELP = "tokens (prompt + answer) per batch; default 65536 on a GPU, 8192 on CPU; lower it on OOM"
