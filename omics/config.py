@@ -50,6 +50,7 @@ class TrainConfig:
     replay_ratio: float = 1.0  # Stage 3: replayed Stage 2 examples per reasoning example
     on_bad_reasoning: str = "skip"  # Stage 3 outputs without <reasoning>…</reasoning> <answer>…</answer>:
     # "skip" (report, drop), "keep" (report, train on them), "stop" (refuse the file)
+    dpo_beta: float = 0.1  # DPO: how far the policy may move from the reference (higher: closer to it)
     # optimisation
     learning_rate: float = 1e-4
     min_lr_ratio: float = 0.1  # cosine decays to this fraction of the peak

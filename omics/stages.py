@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -21,9 +21,10 @@ if TYPE_CHECKING:
     from omics.config import TrainConfig
     from omics.data.packing import Example
     from omics.data.validate import DataReport
+    from omics.model_card import ModelCard
 
 # the registry: one line per stage file
-STAGE_MODULES = ("omics.stage1.train", "omics.stage2.train", "omics.stage3.train")
+STAGE_MODULES = ("omics.stage1.train", "omics.stage2.train", "omics.stage3.train", "omics.dpo.train")
 DIRECT_ANSWER_TOKENS = 64  # a direct answer's budget (Stage 2's answers are one sentence)
 ANSWER_TAGS = {"reasoning": ["<reasoning>", "</reasoning>"], "answer": ["<answer>", "</answer>"]}
 
@@ -59,6 +60,8 @@ class Stage:
     title: str = ""  # how help and reports name it; default "Stage N"
     trainer: Callable[..., dict] | None = None  # its own training loop, (stage, omics.train.RunArgs) -> run summary
     # (e.g. TRL's DPO), importing its heavy modules when called; None: the shared SFT trainer, omics.train.train
+    modes_from_model: bool = False  # trains either kind of model (DPO): a reasoning model (its omics_model.json
+    # has answer tags) is evaluated in the reasoning stage's modes, any other in this stage's
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", self.name or f"stage{self.number}")
@@ -89,6 +92,14 @@ class Stage:
     def reasoning(self) -> bool:
         """Trains the reasoning format (and is evaluated in reasoning mode by default)."""
         return "reasoning" in self.modes
+
+    def evaluated_as(self, card: ModelCard | None) -> Stage:
+        """This stage as its model is evaluated: with `modes_from_model`, a reasoning model's card gives it the
+        reasoning stage's modes and answer budget."""
+        if not (self.modes_from_model and card is not None and card.reasoning):
+            return self
+        reasoning = next(s for s in registered().values() if s.reasoning)
+        return replace(self, modes=reasoning.modes, max_new_tokens=reasoning.max_new_tokens)
 
     def answer_tags(self) -> dict[str, list[str]] | None:
         """The output format a reasoning stage trains, as recorded in its model folder."""

@@ -16,9 +16,10 @@ from omics.train import RunArgs
 
 def test_the_three_stages_in_order():
     stages = registered()
-    assert list(stages) == ["stage1", "stage2", "stage3"]
+    assert list(stages) == ["stage1", "stage2", "stage3", "dpo"]  # preference tuning after the paper's three
     assert [(s.chat, s.evaluation, s.reasoning) for s in stages.values()] == [
-        (False, "likelihood", False), (True, "generation", False), (True, "generation", True)]
+        (False, "likelihood", False), (True, "generation", False), (True, "generation", True),
+        (True, "generation", False)]
 
 
 def test_stage_flags_come_from_the_stage():
