@@ -34,6 +34,8 @@ STAGE_EXAMPLES = {  # one example per --help; a stage without one gets the plain
     ("stage1", "evaluate"): "omics stage1 evaluate --data heldout.txt",
     ("stage2", "evaluate"): "omics stage2 evaluate --data test.jsonl --train-data train.jsonl --max-samples 100",
     ("stage3", "evaluate"): "omics stage3 evaluate --data test.jsonl --mode both",
+    ("dpo", "train"): "omics dpo train --data pairs.jsonl --eval-data val_pairs.jsonl --set dpo_beta=0.1",
+    ("dpo", "evaluate"): "omics dpo evaluate --data test.jsonl --max-samples 100",
     ("grpo", "train"): "omics grpo train --data train.jsonl --set num_generations=8",
     ("grpo", "evaluate"): "omics grpo evaluate --data test.jsonl",
 }
@@ -246,6 +248,28 @@ def _sequence_tools_parser(commands) -> None:
         _common(parser_)
 
 
+def _pairs_parser(commands) -> None:
+    p = commands.add_parser("pairs", help="preference pairs for omics dpo: K sampled answers per question, scored "
+                            "against the label", **help_texts(
+                                "omics pairs --model archive/models/stage2 --data train.jsonl --out pairs.jsonl"))
+    p.add_argument("--model", type=Path, required=True, help="the model to sample (e.g. archive/models/stage2)")
+    p.add_argument("--data", type=Path, required=True, help="questions with known labels (Stage 2 .jsonl)")
+    p.add_argument("--out", type=Path, required=True, help="pairs .jsonl (+ OUT.report.json), written when complete")
+    p.add_argument("--samples", type=int, default=4, help="answers sampled per question (K)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed: the same seed, the same pairs")
+    p.add_argument("--max-samples", type=int, help="use at most N questions (after --per-task)")
+    p.add_argument("--per-task", type=int, help="use at most N questions per task")
+    p.add_argument("--max-new-tokens", type=int, help="answer length limit (default: as the model is evaluated, "
+                   f"{DIRECT_ANSWER_TOKENS}; a reasoning model's reasoning budget)")
+    p.add_argument("--train-data", type=Path,
+                   help="training file: label ranges and class names (default: the model's omics_model.json)")
+    p.add_argument("--backend", choices=["auto", "hf", "vllm"], default="auto", help=BACKEND_HELP)
+    p.add_argument("--batch-tokens", type=int, help=BATCH_TOKENS_HELP)
+    _dtype(p)
+    _common(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="omics", description=__doc__, **help_texts(
         "omics stage2 train --data train.jsonl   (omics COMMAND --help: its options)"))
@@ -351,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     _synthesize_parser(commands)
     _serve_parser(commands)
     _sequence_tools_parser(commands)
+    _pairs_parser(commands)
     demo = commands.add_parser("demo", help="run all stages on a tiny model and the bundled samples",
                                **help_texts("omics demo --workdir /tmp/omics-demo"))
     demo.add_argument("--workdir", type=Path, default=Path("archive/demo"), help="where its models and results go")

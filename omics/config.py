@@ -50,6 +50,13 @@ class TrainConfig:
     replay_ratio: float = 1.0  # Stage 3: replayed Stage 2 examples per reasoning example
     on_bad_reasoning: str = "skip"  # Stage 3 outputs without <reasoning>…</reasoning> <answer>…</answer>:
     # "skip" (report, drop), "keep" (report, train on them), "stop" (refuse the file)
+    dpo_beta: float = 0.1  # DPO: how far the policy may move from the reference (higher: closer to it)
+    num_generations: int = 8  # GRPO: answers sampled per question, the group their rewards are compared within
+    max_completion_length: int = 0  # GRPO: tokens per answer; 0: by the base's format (256 reasoning, 64 direct)
+    temperature: float = 1.0  # GRPO: sampling temperature of the answers
+    grpo_beta: float = 0.04  # GRPO: weight of the KL to the reference (the adapter disabled); 0: no reference
+    format_reward_weight: float = 0.5  # GRPO, reasoning base: the format reward's weight next to correctness (1)
+    vllm_memory_share: float = 0.45  # GRPO with vLLM installed: the share of the GPU its colocated engine takes
     # optimisation
     learning_rate: float = 1e-4
     min_lr_ratio: float = 0.1  # cosine decays to this fraction of the peak
@@ -85,18 +92,6 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-@dataclass
-class GRPOTrainConfig(TrainConfig):
-    """GRPO's knobs besides the shared ones (omics/configs/grpo.yaml states each choice and why)."""
-
-    num_generations: int = 8  # answers sampled per question: the group their rewards are compared within
-    max_completion_length: int = 0  # tokens per answer; 0: by the base model's format (256 reasoning, 64 direct)
-    temperature: float = 1.0  # sampling temperature of the answers
-    beta: float = 0.04  # weight of the KL to the reference (the base model: the adapter disabled); 0: no reference
-    format_reward_weight: float = 0.5  # a reasoning base: weight of the format reward next to correctness (1)
-    vllm_memory_share: float = 0.45  # with vLLM installed: the share of the GPU its colocated engine takes
-
-
 def _coerce(name: str, declared: str, value: Any) -> Any:
     """Check a value against the field's declared type; ints may be written as 1e3, floats as 1e-4."""
     number = isinstance(value, int | float | str) and not isinstance(value, bool)
@@ -124,23 +119,21 @@ def _parse_override(item: str, declared: dict[str, str]) -> tuple[str, Any]:
     return key, raw if declared.get(key) == "str" else yaml.safe_load(raw)
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None,
-                config_class: type[TrainConfig] = TrainConfig) -> TrainConfig:
-    """Read a YAML config and apply `key=value` overrides (values parsed as YAML: 1e-4, true, [a, b]) into
-    `config_class` (a stage with its own keys: its TrainConfig subclass)."""
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config and apply `key=value` overrides (values parsed as YAML: 1e-4, true, [a, b])."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file {path} not found")
     values = yaml.safe_load(path.read_text()) or {}
     if not isinstance(values, dict):
         raise UserError(f"{path}: expected a mapping of key: value, got {type(values).__name__}")
-    declared = {f.name: str(f.type) for f in dataclasses.fields(config_class)}
+    declared = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
     overridden = dict(_parse_override(item, declared) for item in overrides or [])
     for source, keys in ((str(path), values), ("--set", overridden)):
         if unknown := sorted(set(keys) - set(declared)):
             raise UserError(f"{source}: unknown config keys {unknown}; valid keys: {sorted(declared)}")
     values.update(overridden)
-    config = config_class(**{k: _coerce(k, declared[k], v) for k, v in values.items()})
+    config = TrainConfig(**{k: _coerce(k, declared[k], v) for k, v in values.items()})
     choices = {"finetune": ("lora", "full"), "on_bad_line": ("skip", "stop"),
                "on_bad_reasoning": ("skip", "keep", "stop"), "optimizer": ("adamw", "adamw_8bit", "adafactor"),
                "dtype": DTYPES, "best_model_metric": ("mixed_score", "loss", "last")}

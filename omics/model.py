@@ -137,9 +137,7 @@ def prepare_for_training(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
     configured."""
     model = _trainable(model, tokenizer, config)
     if config.finetune == "lora":
-        for param in model.parameters():
-            if param.requires_grad:
-                param.data = param.data.float()
+        trained_in_fp32(model)
     if config.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False},
                                               every_n_layers=config.checkpoint_every_n_layers)
@@ -149,18 +147,32 @@ def prepare_for_training(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
     return model
 
 
+def trained_in_fp32(model: torch.nn.Module) -> None:
+    """fp32 copies of LoRA's few trained weights: 1e-4 steps survive rounding."""
+    for param in model.parameters():
+        if param.requires_grad:
+            param.data = param.data.float()
+
+
 def _trainable(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, config: TrainConfig):
     if config.finetune == "full":
         for name, param in model.named_parameters():
             embedding = "embed_tokens" in name or "lm_head" in name
             param.requires_grad = config.train_embeddings or not embedding
         return model
+    model = get_peft_model(model, lora_config(tokenizer, config))
+    use_row_forward(model)
+    return model
+
+
+def lora_config(tokenizer: PreTrainedTokenizerBase | None, config: TrainConfig) -> LoraConfig:
+    """What LoRA trains: the adapters, plus the norms, projections and chat-token rows the config trains in full."""
     modules_to_save = (NORM_MODULES if config.train_norms else []) + list(config.fully_trained_modules)
     overlap = set(config.fully_trained_modules) & set(config.lora_target_modules)
     if overlap:
         raise UserError(f"modules {sorted(overlap)} are both LoRA targets and fully trained; pick one")
     token_rows = chat_token_ids(tokenizer) if config.train_chat_token_rows else None
-    lora = LoraConfig(
+    return LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
@@ -169,9 +181,6 @@ def _trainable(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None
         trainable_token_indices={"embed_tokens": token_rows, "lm_head": token_rows} if token_rows else None,
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(model, lora)
-    use_row_forward(model)
-    return model
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:

@@ -391,7 +391,7 @@ def hold_command(args: Namespace, evaluation: str | None = None, modes: tuple[st
     if args.command == "score" and args.out is not None:
         return hold_results("--out", args.out, SCORE_FILES, args.overwrite,
                             {"--predictions": args.predictions, "--train-data": args.train_data, "--model": args.model})
-    if args.command in ("generate", "embed", "variant-effect"):
+    if args.command in ("generate", "embed", "variant-effect", "pairs"):  # one output file (pairs: a report beside)
         return hold_output_file(args.out, {"--model": args.model, "--data": args.data,
                                            "--train-data": getattr(args, "train_data", None)})
     if args.command == "synthesize":

@@ -21,11 +21,12 @@ if TYPE_CHECKING:
     from omics.config import TrainConfig
     from omics.data.packing import Example
     from omics.data.validate import DataReport
+    from omics.model_card import ModelCard
 
 # the registry: one line per stage file
-STAGE_MODULES = ("omics.stage1.train", "omics.stage2.train", "omics.stage3.train", "omics.grpo.train")
+STAGE_MODULES = ("omics.stage1.train", "omics.stage2.train", "omics.stage3.train", "omics.dpo.train",
+                 "omics.grpo.train")
 DIRECT_ANSWER_TOKENS = 64  # a direct answer's budget (Stage 2's answers are one sentence)
-REASONING_ANSWER_TOKENS = 512  # a reasoned answer's budget (Stage 3's)
 ANSWER_TAGS = {"reasoning": ["<reasoning>", "</reasoning>"], "answer": ["<answer>", "</answer>"]}
 
 ExampleBuilder = Callable[[Path, "PreTrainedTokenizerBase", "TrainConfig", "DataReport", dict], "Iterator[Example]"]
@@ -60,8 +61,8 @@ class Stage:
     title: str = ""  # how help and reports name it; default "Stage N"
     trainer: Callable[..., dict] | None = None  # its own training loop, (stage, omics.train.RunArgs) -> run summary
     # (e.g. TRL's DPO), importing its heavy modules when called; None: the shared SFT trainer, omics.train.train
-    follows_model: bool = False  # its format is its model's (a stage that continues any model, e.g. GRPO): evaluated
-    # in reasoning mode first when the model folder's omics_model.json has answer tags (see for_model)
+    modes_from_model: bool = False  # trains either kind of model (DPO): a reasoning model (its omics_model.json
+    # has answer tags) is evaluated in the reasoning stage's modes, any other in this stage's
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", self.name or f"stage{self.number}")
@@ -93,12 +94,13 @@ class Stage:
         """Trains the reasoning format (and is evaluated in reasoning mode by default)."""
         return "reasoning" in self.modes
 
-    def for_model(self, reasoning: bool) -> Stage:
-        """The stage as it evaluates a model of this format: a stage that follows its model evaluates a reasoning
-        model as Stage 3 does (reasoning mode first, its answer budget), any other as it is."""
-        if not (self.follows_model and reasoning):
+    def evaluated_as(self, card: ModelCard | None) -> Stage:
+        """This stage as its model is evaluated: with `modes_from_model`, a reasoning model's card gives it the
+        reasoning stage's modes and answer budget."""
+        if not (self.modes_from_model and card is not None and card.reasoning):
             return self
-        return replace(self, modes=("reasoning", "direct"), max_new_tokens=REASONING_ANSWER_TOKENS)
+        reasoning = next(s for s in registered().values() if s.reasoning)
+        return replace(self, modes=reasoning.modes, max_new_tokens=reasoning.max_new_tokens)
 
     def answer_tags(self) -> dict[str, list[str]] | None:
         """The output format a reasoning stage trains, as recorded in its model folder."""

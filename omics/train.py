@@ -253,8 +253,8 @@ def choose_max_length(stage: Stage, args: RunArgs, tokenizer, config: TrainConfi
     return choice["max_length"]
 
 
-class OmicsTrainer(Trainer):
-    """HF Trainer with LoRA+ parameter groups, memory-saving optimizers and the answer-only loss."""
+class OmicsOptimizer:
+    """A Trainer mix-in (ours, or a trainer of TRL's): LoRA+ parameter groups and memory-saving optimizers."""
 
     def __init__(self, *args, train_config: TrainConfig, **kwargs):
         self.train_config = train_config
@@ -266,15 +266,19 @@ class OmicsTrainer(Trainer):
             logs["grad_norm"] = float(inner.grad_norm)  # the one device read of the step's norm
         super().log(logs, start_time)
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        inputs.pop("skip_logits", None)
-        loss = answer_only_loss(model, inputs, num_items_in_batch, fused=self.train_config.liger)
-        return (loss, {"loss": loss}) if return_outputs else loss
-
     def create_optimizer(self, model=None):
         if self.optimizer is None:
             self.optimizer = make_optimizer(self.model, self.train_config)
         return self.optimizer
+
+
+class OmicsTrainer(OmicsOptimizer, Trainer):
+    """HF Trainer with our optimizers and the answer-only loss."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs.pop("skip_logits", None)
+        loss = answer_only_loss(model, inputs, num_items_in_batch, fused=self.train_config.liger)
+        return (loss, {"loss": loss}) if return_outputs else loss
 
 
 def check_precision(config: TrainConfig) -> None:
@@ -291,8 +295,8 @@ def best_metric(stage: Stage, config: TrainConfig, has_eval: bool) -> str | None
         return None
     if config.best_model_metric == "loss":
         return "eval_loss"
-    if not stage.chat:  # Stage 1 has no answers to score: the default keeps its last step
-        return None
+    if not stage.chat or stage.trainer is not None:  # Stage 1 has no answers to score, a stage with its own
+        return None  # trainer (DPO) no generation check: the default keeps the last step
     if config.eval_generation_samples > 0:
         return "eval_mixed_score"  # GenerationEvalCallback adds it to each evaluation's metrics
     log.info("best_model_metric mixed_score needs generated validation answers (eval_generation_samples > 0): "
@@ -308,11 +312,16 @@ def check_schedule(stage: Stage, config: TrainConfig, has_eval: bool) -> None:
                         "change one, or --set best_model_metric=last")
 
 
-def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool, best: str | None = None,
-                       arguments_class: type[TrainingArguments] = TrainingArguments, **extra) -> TrainingArguments:
-    """The HF arguments of a run's config; a trainer of its own (TRL's) passes its arguments class and keys."""
+def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool,
+                       best: str | None = None) -> TrainingArguments:
+    return TrainingArguments(**training_settings(config, checkpoints, has_eval, best))
+
+
+def training_settings(config: TrainConfig, checkpoints: Path, has_eval: bool, best: str | None = None
+                      ) -> dict[str, Any]:
+    """HF TrainingArguments' keywords for a config (a trainer's own arguments class, e.g. TRL's, takes them too)."""
     cuda, dtype = use_cuda(), model_dtype(config.dtype)
-    return arguments_class(
+    return dict(
         output_dir=str(checkpoints),
         per_device_train_batch_size=config.micro_batch_size,
         per_device_eval_batch_size=config.micro_batch_size,
@@ -346,7 +355,6 @@ def training_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool, b
         include_num_input_tokens_seen="non_padding",
         dataloader_pin_memory=cuda,  # torch_compile: prepare_for_training compiles what the loss calls
         disable_tqdm=False,  # HF hides the progress bar when its logger is quiet (omics without --verbose)
-        **extra,
     )
 
 
@@ -409,18 +417,6 @@ def kept_checkpoint(trainer: OmicsTrainer) -> dict[str, Any]:
     return kept
 
 
-def write_parameters(stage: Stage, args: RunArgs, config: TrainConfig, base: Path, model, **extra) -> None:
-    """parameters.json: what the run trains, on what, with which versions (what --resume checks its files against)."""
-    write_json(args.metrics_dir / "parameters.json", {
-        "stage": stage.number, "command": sys.argv, "config": config.to_dict(),
-        "base_model": str(base.resolve()), "data": file_record(args.data),
-        "eval_data": file_record(args.eval_data) if args.eval_data else None,
-        "extra_data": {k: file_record(v) for k, v in args.extra_data.items()},
-        "parameters": count_parameters(model), **extra,
-        "versions": versions(), "git_commit": git_commit(), "device": describe(),
-    })
-
-
 def train(stage: Stage, args: RunArgs) -> dict[str, Any]:
     """Run one stage's training end to end, its folders held throughout, and return its run summary."""
     with hold_directories(args) as run:
@@ -453,10 +449,8 @@ def _train(stage: Stage, args: RunArgs, run: Run) -> dict[str, Any]:
     repaired = repair_untrained_rows(model, tokenizer) if first_chat else []
     model = prepare_for_training(model, tokenizer, config)
     write_parameters(stage, args, config, base, model, repaired_embedding_rows=repaired)
-    tensorboard = TensorBoardCallback()
-    tensorboard.logging_dir = str(args.metrics_dir / "tensorboard")
     card = model_card(stage, args, base, config, train_meta)
-    callbacks = [StopIfFinished(), tensorboard, CardInCheckpoints(card)]
+    callbacks = [StopIfFinished(), tensorboard_callback(args.metrics_dir), CardInCheckpoints(card)]
     if stage.chat and args.eval_data and config.eval_generation_samples > 0:
         from omics.evaluate.run import GenerationEvalCallback
 
@@ -483,22 +477,51 @@ def _train(stage: Stage, args: RunArgs, run: Run) -> dict[str, Any]:
     merge_check = MergeCheck.first_blocks(train_set, trainer.data_collator)
     save_trained(trainer.model, tokenizer, args.output_dir, merge_check, card)
     runtime = result.metrics.get("train_runtime", 0.0)
+    return finish_run(stage, args, config, trainer, result, started, {
+        "tokens_seen": trainer.state.num_input_tokens_seen,
+        "tokens_per_second": round(trainer.state.num_input_tokens_seen / runtime, 1) if runtime else None,
+        "blocks": len(train_set),
+        "merge": merge_check.summary(),  # adapter vs merged loss on the first blocks; None without LoRA
+    })
+
+
+def write_parameters(stage: Stage, args: RunArgs, config: TrainConfig, base: Path, model, **extra: Any) -> None:
+    """parameters.json: what a run reads and runs with, written before its first step."""
+    write_json(args.metrics_dir / "parameters.json", {
+        "stage": stage.number, "command": sys.argv, "config": config.to_dict(),
+        "base_model": str(base.resolve()), "data": file_record(args.data),
+        "eval_data": file_record(args.eval_data) if args.eval_data else None,
+        "extra_data": {k: file_record(v) for k, v in args.extra_data.items()},
+        "parameters": count_parameters(model), **extra,
+        "versions": versions(), "git_commit": git_commit(), "device": describe(),
+    })
+
+
+def tensorboard_callback(metrics_dir: Path) -> TensorBoardCallback:
+    """Every logged value (losses, lr, a trainer's own metrics) under metrics_dir/tensorboard."""
+    tensorboard = TensorBoardCallback()
+    tensorboard.logging_dir = str(metrics_dir / "tensorboard")
+    return tensorboard
+
+
+def finish_run(stage: Stage, args: RunArgs, config: TrainConfig, trainer: Trainer, result: TrainOutput,
+               started: float, details: dict[str, Any]) -> dict[str, Any]:
+    """Write run_summary.json once the model is saved (--resume refuses a finished run from then on), and
+    delete the checkpoints unless kept; return the summary."""
     summary = {
         "stage": stage.number,
         "steps": trainer.state.global_step,
-        "tokens_seen": trainer.state.num_input_tokens_seen,
         "train_loss": result.training_loss,
-        "train_runtime_s": round(runtime, 2),
+        "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
         "wall_time_s": round(time.time() - started, 2),
-        "tokens_per_second": round(trainer.state.num_input_tokens_seen / runtime, 1) if runtime else None,
         "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if use_cuda() else None,
-        "blocks": len(train_set),
+        **details,
         "kept": kept_checkpoint(trainer),  # the best checkpoint by validation, or the last step
-        "merge": merge_check.summary(),  # adapter vs merged loss on the first blocks; None without LoRA
         "model_dir": str(args.output_dir),
         "log_history": trainer.state.log_history,
     }
-    write_json(args.metrics_dir / "run_summary.json", summary)  # the run is finished: --resume refuses it now
+    write_json(args.metrics_dir / "run_summary.json", summary)
+    checkpoints = args.output_dir / CHECKPOINTS
     if not config.keep_checkpoints:
         shutil.rmtree(checkpoints)
         log.info("checkpoints deleted (keep_checkpoints: false): %s", checkpoints)

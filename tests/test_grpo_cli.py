@@ -173,8 +173,7 @@ def test_grpo_command_follows_its_models_format():
     stages = registered()
     grpo = stages["grpo"]
     assert grpo.base_model.name in ("stage3", "stage2") and grpo.config.name == "grpo.yaml" and grpo.config.is_file()
-    assert (grpo.for_model(reasoning=False).modes, grpo.for_model(reasoning=True).modes) == (
-        ("direct",), ("reasoning", "direct"))
-    assert (grpo.for_model(reasoning=False).max_new_tokens, grpo.for_model(reasoning=True).max_new_tokens) == (64, 512)
-    assert stages["stage2"].for_model(reasoning=True) is stages["stage2"]  # a stage of its own format keeps it
+    direct, reasoning = grpo.evaluated_as(ModelCard()), grpo.evaluated_as(ModelCard(answer_tags=ANSWER_TAGS))
+    assert (direct.modes, direct.max_new_tokens) == (("direct",), 64)
+    assert (reasoning.modes, reasoning.max_new_tokens) == (("reasoning", "direct"), 512)
     assert build_parser().parse_args(["grpo", "train", "--data", "t.jsonl"]).config == grpo.config

@@ -16,9 +16,10 @@ from omics.train import RunArgs
 
 def test_the_three_stages_in_order():
     stages = registered()
-    assert list(stages)[:3] == ["stage1", "stage2", "stage3"]  # the paper's three first, then preference/RL stages
-    assert [(s.chat, s.evaluation, s.reasoning) for s in list(stages.values())[:3]] == [
-        (False, "likelihood", False), (True, "generation", False), (True, "generation", True)]
+    assert list(stages) == ["stage1", "stage2", "stage3", "dpo", "grpo"]  # preference/RL tuning after the paper's
+    assert [(s.chat, s.evaluation, s.reasoning) for s in stages.values()] == [
+        (False, "likelihood", False), (True, "generation", False), (True, "generation", True),
+        (True, "generation", False), (True, "generation", False)]
 
 
 def test_stage_flags_come_from_the_stage():

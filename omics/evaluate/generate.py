@@ -98,17 +98,19 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> li
 class HFBackend:
     name = "hf"
 
-    def __init__(self, model, tokenizer, max_new_tokens: int, batch_tokens: int = 8192, min_new_tokens: int = 0):
+    def __init__(self, model, tokenizer, max_new_tokens: int, batch_tokens: int = 8192, min_new_tokens: int = 0,
+                 temperature: float = 0.0):
         self.model, self.tokenizer = model, tokenizer
         self.max_new_tokens, self.min_new_tokens = max_new_tokens, min_new_tokens  # min: benchmarks only
+        self.temperature = temperature  # 0: greedy (evaluation); > 0: sampled (omics pairs; seed torch first)
         self.batch_tokens = batch_tokens
         self.stop_ids = [end_of_turn_id(self.tokenizer), self.tokenizer.eos_token_id]
 
     @classmethod
     def load(cls, model_dir: str | Path, max_new_tokens: int, batch_tokens: int = 8192,
-             dtype: str = "auto") -> HFBackend:
+             dtype: str = "auto", temperature: float = 0.0) -> HFBackend:
         model = load_model(model_dir, dtype=dtype).eval()
-        return cls(model, load_tokenizer(model_dir, chat=True), max_new_tokens, batch_tokens)
+        return cls(model, load_tokenizer(model_dir, chat=True), max_new_tokens, batch_tokens, temperature=temperature)
 
     def _batches(self, lengths: list[int]) -> list[list[int]]:
         """Indices grouped longest first, each batch's (prompt + answer) tokens within the budget."""
@@ -144,7 +146,8 @@ class HFBackend:
                 attention_mask=attention_mask.to(device),
                 max_new_tokens=self.max_new_tokens,
                 min_new_tokens=self.min_new_tokens,
-                do_sample=False,
+                do_sample=self.temperature > 0,  # sampled: plain temperature, no top-k/top-p the model's config sets
+                **({"temperature": self.temperature, "top_k": 0, "top_p": 1.0} if self.temperature > 0 else {}),
                 eos_token_id=self.stop_ids,
                 pad_token_id=self.tokenizer.pad_token_id,
                 logits_processor=LogitsProcessorList([recorder]),
@@ -165,14 +168,15 @@ class VLLMBackend:
 
     name = "vllm"
 
-    def __init__(self, model_dir: str | Path, max_new_tokens: int, dtype: str = "auto"):
+    def __init__(self, model_dir: str | Path, max_new_tokens: int, dtype: str = "auto", temperature: float = 0.0,
+                 seed: int = 0):
         from vllm import LLM, SamplingParams
 
         self.tokenizer = load_tokenizer(model_dir, chat=True)
         self.engine = LLM(model=str(model_dir), dtype=str(model_dtype(dtype)).removeprefix("torch."),
-                          enable_prefix_caching=True)
+                          enable_prefix_caching=True, seed=seed)
         self.params = SamplingParams(
-            temperature=0.0, max_tokens=max_new_tokens, logprobs=TOP_LOGPROBS,
+            temperature=temperature, max_tokens=max_new_tokens, logprobs=TOP_LOGPROBS,
             stop_token_ids=[end_of_turn_id(self.tokenizer), self.tokenizer.eos_token_id],
         )
 
@@ -188,14 +192,17 @@ class VLLMBackend:
 
 
 def make_backend(name: str, model_dir: str | Path, max_new_tokens: int, batch_tokens: int | None,
-                 dtype: str = "auto") -> Backend:
-    """`auto`: vLLM when installed and a GPU is present, else HF. Asking for vLLM without it is an error."""
+                 dtype: str = "auto", temperature: float = 0.0, seed: int = 0) -> Backend:
+    """`auto`: vLLM when installed and a GPU is present, else HF. Asking for vLLM without it is an error.
+    `temperature` > 0 samples (seeded by `seed`) instead of answering greedily."""
     vllm_ok = has_package("vllm") and use_cuda()
     if name == "vllm" and not vllm_ok:
         raise UserError("--backend vllm needs a GPU and vLLM (make vllm-env, then run .venv-vllm/bin/omics); "
                         "use --backend hf")
     if name == "vllm" or (name == "auto" and vllm_ok):
-        return VLLMBackend(model_dir, max_new_tokens, dtype)
+        return VLLMBackend(model_dir, max_new_tokens, dtype, temperature, seed)
     log.info("generation backend: HF transformers (batched, KV cache)%s",
              "" if name == "hf" else "; install vLLM for faster evaluation on GPU")
-    return HFBackend.load(model_dir, max_new_tokens, default_batch_tokens(batch_tokens), dtype)
+    backend = HFBackend.load(model_dir, max_new_tokens, default_batch_tokens(batch_tokens), dtype, temperature)
+    torch.manual_seed(seed)  # HF samples from torch's generator: the same answers for the same seed
+    return backend

@@ -33,7 +33,7 @@ from omics.evaluate.scoring import _specs, parse_rows, reference_check, score_ro
 from omics.evaluate.stream import PromptIds, ResultsLog, restart_point, resumed, stream_rows
 from omics.evaluate.tasks import TaskSpec
 from omics.io import ensure_writable, write_text
-from omics.model_card import ModelCard, read_card
+from omics.model_card import ModelCard, find_card, read_card
 from omics.stages import DIRECT_ANSWER_TOKENS, Stage, registered
 
 log = logging.getLogger("omics")
@@ -130,11 +130,7 @@ def evaluate_stage(stage: Stage, args: Any) -> dict:
     """`omics stageN evaluate` of a generation stage, in each mode asked (`--mode`; a one-mode stage: its own):
     the default mode's results in --metrics-dir, another's in --metrics-dir/<mode>; with two, `modes.md`
     compares them per task (what reasoning adds or costs)."""
-    if stage.follows_model:
-        from omics.model import require_model_dir
-
-        hint = f"Train it first: omics {stage.name} train, or pass --model DIR."
-        stage = stage.for_model(read_card(require_model_dir(args.model, hint)).reasoning)
+    stage = stage.evaluated_as(find_card(args.model))
     asked = getattr(args, "mode", stage.modes[0])
     modes = stage.modes if asked == "both" else (asked,)
     docs = {mode: evaluate_generation(stage, args, mode=mode) for mode in modes}

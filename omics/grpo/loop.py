@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import statistics
 import time
 from collections import defaultdict
@@ -19,11 +18,10 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from transformers.integrations import TensorBoardCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from omics.compat import drop_reference_copy
-from omics.config import GRPOTrainConfig, load_config
+from omics.config import TrainConfig, load_config
 from omics.data.labels import consistent_labels, label_kinds_kept
 from omics.data.validate import DataReport, read_instructions
 from omics.device import has_package, use_cuda
@@ -32,24 +30,25 @@ from omics.evaluate.tasks import build_task_specs
 from omics.io import write_json
 from omics.model import load_model, load_tokenizer, prepare_for_training, require_model_dir, save_trained
 from omics.model_card import ModelCard, read_card
-from omics.optim import make_optimizer
 from omics.rewards import answer_reward, format_reward
 from omics.runs import Run
 from omics.stages import DIRECT_ANSWER_TOKENS, Stage
 from omics.tasktypes import TaskSpec
 from omics.train import (
     CardInCheckpoints,
+    OmicsOptimizer,
     RunArgs,
     StopIfFinished,
     check_directories,
     check_precision,
+    finish_run,
     hold_directories,
-    kept_checkpoint,
     last_checkpoint,
     model_card,
     reset_directories,
+    tensorboard_callback,
     train_or_restore,
-    training_arguments,
+    training_settings,
     write_parameters,
 )
 
@@ -57,7 +56,7 @@ log = logging.getLogger("omics")
 REASONING_COMPLETION_TOKENS = 256  # max_completion_length 0 for a reasoning base: room for a short reasoning
 
 
-def prompt_records(path: Path, config: GRPOTrainConfig, report: DataReport) -> tuple[list[dict], dict[str, dict]]:
+def prompt_records(path: Path, config: TrainConfig, report: DataReport) -> tuple[list[dict], dict[str, dict]]:
     """The file's records as Stage 2 validates them (bad lines and labels their task contradicts reported by
     line, or refused with on_bad_line=stop; tasks whose labels make no task type left out), and their per-task
     label summary (the regression ranges the rewards are graded on)."""
@@ -111,13 +110,17 @@ class TaskRewards:
             log_metric(f"rewards_per_task/{task}/{name}_std", statistics.pstdev(values))
 
 
-def grpo_arguments(config: GRPOTrainConfig, checkpoints: Path, has_eval: bool, reasoning: bool) -> GRPOConfig:
+class OmicsGRPOTrainer(OmicsOptimizer, GRPOTrainer):
+    """TRL's GRPO trainer with our optimizers (LoRA+ groups, 8-bit AdamW)."""
+
+
+def grpo_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool, reasoning: bool) -> GRPOConfig:
     """The shared training arguments plus GRPO's: group size, answer length, KL weight, the reward weights."""
     completion = config.max_completion_length or (REASONING_COMPLETION_TOKENS if reasoning else DIRECT_ANSWER_TOKENS)
     vllm = use_cuda() and has_package("vllm")  # colocated with training on the one GPU
-    return training_arguments(
-        config, checkpoints, has_eval, arguments_class=GRPOConfig, num_generations=config.num_generations,
-        max_completion_length=completion, temperature=config.temperature, beta=config.beta,
+    return GRPOConfig(
+        **training_settings(config, checkpoints, has_eval), num_generations=config.num_generations,
+        max_completion_length=completion, temperature=config.temperature, beta=config.grpo_beta,
         reward_weights=[1.0, config.format_reward_weight] if reasoning else [1.0],
         use_vllm=vllm, **({"vllm_mode": "colocate", "vllm_gpu_memory_utilization": config.vllm_memory_share}
                           if vllm else {}))
@@ -138,7 +141,7 @@ def train(stage: Stage, args: RunArgs) -> dict[str, Any]:
 
 def _train(stage: Stage, args: RunArgs, run: Run) -> dict[str, Any]:
     started = time.time()
-    config = load_config(args.config, args.overrides, GRPOTrainConfig)
+    config = load_config(args.config, args.overrides)
     check_precision(config)
     base = require_model_dir(args.base_model, stage.missing_base_hint)
     check_directories(args)
@@ -160,39 +163,21 @@ def _train(stage: Stage, args: RunArgs, run: Run) -> dict[str, Any]:
     torch.manual_seed(config.seed)
     model = prepare_for_training(load_model(base, config.attn_implementation, config.dtype), tokenizer, config)
     write_parameters(stage, args, config, base, model, system_prompt=system, reasoning=base_card.reasoning)
-    tensorboard = TensorBoardCallback()
-    tensorboard.logging_dir = str(args.metrics_dir / "tensorboard")
     card = grpo_card(model_card(stage, args, base, config, {}), base_card, task_summary)
     rewards = TaskRewards(specs, base_card.reasoning)
-    trainer = GRPOTrainer(
+    trainer = OmicsGRPOTrainer(
         model=model,
         reward_funcs=[rewards.correctness, rewards.format] if base_card.reasoning else [rewards.correctness],
         args=grpo_arguments(config, checkpoints, bool(eval_records), base_card.reasoning),
         train_dataset=prompts(records, system),
         eval_dataset=prompts(eval_records, system) if eval_records else None,
         processing_class=tokenizer,
-        callbacks=[StopIfFinished(), tensorboard, CardInCheckpoints(card)],
-        optimizers=(make_optimizer(model, config), None),
+        callbacks=[StopIfFinished(), tensorboard_callback(args.metrics_dir), CardInCheckpoints(card)],
+        train_config=config,
     )
     drop_reference_copy(trainer.model)
     if use_cuda():
         torch.cuda.reset_peak_memory_stats()
     result = train_or_restore(trainer, last_checkpoint(checkpoints) if args.resume else None)
     save_trained(trainer.model, tokenizer, args.output_dir, card=card)
-    summary = {
-        "stage": stage.name,
-        "steps": trainer.state.global_step,
-        "train_loss": result.training_loss,
-        "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
-        "wall_time_s": round(time.time() - started, 2),
-        "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if use_cuda() else None,
-        "reasoning": base_card.reasoning,
-        "kept": kept_checkpoint(trainer),
-        "model_dir": str(args.output_dir),
-        "log_history": trainer.state.log_history,
-    }
-    write_json(args.metrics_dir / "run_summary.json", summary)  # the run is finished: --resume refuses it now
-    if not config.keep_checkpoints:
-        shutil.rmtree(checkpoints)
-        log.info("checkpoints deleted (keep_checkpoints: false): %s", checkpoints)
-    return summary
+    return finish_run(stage, args, config, trainer, result, started, {"reasoning": base_card.reasoning})

@@ -26,7 +26,7 @@ STAGE = register(Stage(
     number=5, name="grpo", title="GRPO", summary="reinforcement tuning on verifiable task rewards", chat=True,
     examples=examples, starts_from=("stage3", "stage2"),
     missing_base_hint="Train Stage 2 (or 3) first (omics stage2 train), or pass --base-model DIR.",
-    evaluation="generation", trainer=trainer, follows_model=True))
+    evaluation="generation", trainer=trainer, modes_from_model=True))
 
 
 if __name__ == "__main__":
