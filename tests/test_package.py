@@ -17,6 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = {f"omics/configs/{d}{name}.yaml" for d in ("", "demo/") for name in ("stage1", "stage2", "stage3", "dpo")} | {
+    "omics/configs/grpo.yaml"} | {
     f"omics/samples/{name}" for name in ("stage1_train.txt", "stage1_heldout.txt", "stage2_train.jsonl",
                                          "stage2_test.jsonl", "stage3_train.jsonl", "stage2_valid.jsonl",
                                          "stage3_valid.jsonl")}
@@ -65,14 +66,15 @@ def test_installed_commands_work_from_any_folder(installed, tmp_path):
         import json, omics
         from omics import paths
         from omics.config import load_config
-        configs = [paths.default_config(n) for n in (1, 2, 3, "dpo")] + sorted(paths.DEMO_CONFIGS.glob("*.yaml"))
+        configs = [paths.default_config(n) for n in (1, 2, 3, "dpo", "grpo")]
+        configs += sorted(paths.DEMO_CONFIGS.glob("*.yaml"))
         for config in configs:
             load_config(config)
         print(json.dumps({"package": omics.__file__, "samples": str(paths.SAMPLES),
                           "configs": [str(c) for c in configs]}))""", cwd=tmp_path).stdout)
     site = installed.env.resolve()
     assert Path(found["package"]).resolve().is_relative_to(site)  # the wheel's copy, not this checkout
-    assert len(found["configs"]) == 8 and all(Path(c).resolve().is_relative_to(site) for c in found["configs"])
+    assert len(found["configs"]) == 9 and all(Path(c).resolve().is_relative_to(site) for c in found["configs"])
     assert "stage1" in run(installed.omics, "--help", cwd=tmp_path).stdout
     samples = Path(found["samples"])
     with (tmp_path / "answers.jsonl").open("w", encoding="utf-8") as answers:  # the paper evaluator's format
