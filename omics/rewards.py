@@ -19,9 +19,9 @@ from omics.answers import extract_answer, has_wellformed_reasoning
 from omics.tasktypes import TaskSpec
 
 
-def closeness(prediction: float, label: float, label_range: tuple[float, float]) -> float:
-    """1 − |prediction − label| / range width, clipped to [0, 1]; a range of one value: 1 only when equal."""
-    width = label_range[1] - label_range[0]
+def closeness(prediction: float, label: float, label_range: tuple[float, float] | None) -> float:
+    """1 − |prediction − label| / range width, clipped to [0, 1]; a range of one value (or none): 1 only when equal."""
+    width = label_range[1] - label_range[0] if label_range else 0.0
     if width <= 0:
         return float(prediction == label)
     return min(1.0, max(0.0, 1.0 - abs(prediction - label) / width))
@@ -35,7 +35,11 @@ def jaccard(predicted: list[str], labels: list[str]) -> float:
 def correctness(answer: str, label: Any, spec: TaskSpec) -> float:
     """How right `answer` (the answer text, tags removed) is for the data `label` of `spec`'s task, in [0, 1]."""
     task_type = spec.task_type
-    truth, prediction = task_type.normalize(label, spec), task_type.parse(answer, spec)
+    return prediction_score(task_type.parse(answer, spec), task_type.normalize(label, spec), spec)
+
+
+def prediction_score(prediction: Any, truth: Any, spec: TaskSpec) -> float:
+    """How right an already parsed prediction is against the normalised label, in [0, 1] (None, unreadable: 0)."""
     if prediction is None:
         return 0.0
     if spec.type == "regression":

@@ -20,35 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from omics.errors import UserError
-from omics.tasktypes import TaskSpec
+from omics.rewards import prediction_score
 
 log = logging.getLogger("omics")
 
 
 def report_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.report.json")
-
-
-def closeness(prediction: Any, label: Any, spec: TaskSpec) -> float:
-    """How right one answer is, in [0, 1]: classification 1 or 0 (multilabel: Jaccard), regression 1 - |error| /
-    the label range's width (multi-output: the mean over outputs), an unreadable answer 0."""
-    if prediction is None:
-        return 0.0
-    if spec.type == "multilabel":
-        union = set(prediction) | set(label)
-        return len(set(prediction) & set(label)) / len(union) if union else 1.0
-    if spec.type == "regression":
-        return _closeness(prediction, label, spec.label_range)
-    if spec.type == "multi_regression":
-        return sum(_closeness(prediction[k], label[k], spec.label_range[k]) for k in spec.keys) / len(spec.keys)
-    return float(prediction == label)
-
-
-def _closeness(prediction: float, label: float, label_range: tuple[float, float] | None) -> float:
-    width = label_range[1] - label_range[0] if label_range else 0.0
-    if width <= 0:
-        return float(prediction == label)
-    return max(0.0, 1.0 - abs(prediction - label) / width)
 
 
 def best_and_worst(samples: list[dict]) -> tuple[dict, dict] | None:
@@ -106,7 +84,7 @@ def run(args: Namespace) -> dict[str, Any]:
         parse_rows([row], specs, reasoning)
         spec = specs[record["task"]]
         return {"record": record, "text": generation.text,
-                "score": closeness(row["prediction"], normalize_label(record["label"], spec), spec)}
+                "score": prediction_score(row["prediction"], normalize_label(record["label"], spec), spec)}
 
     asked = [record for record in records for _ in range(args.samples)]  # a question's K answers stay together
     rows = (row for batch in stream_rows(backend, asked, lambda r: prompt_ids(r["input"], system)[0], finish,
