@@ -66,6 +66,10 @@ def build(data: Path, out: Path, base_dir: Path, sizes: dict[str, int], sample_m
     vocabulary = {"before": len(base), "after": len(tokenizer), "added": len(new_ids),
                   "first_new_id": len(base), "merges": sum(map(len, merges.values())),
                   **{group: sum(left + right in new_ids for left, right in merges[group]) for group in GROUPS}}
+    for group in GROUPS:
+        if vocabulary[group] < sizes[group]:
+            log.warning("%s: %d new %s tokens, not %d: no pair of tokens left that the sample holds twice",
+                        data, vocabulary[group], group, sizes[group])
     report = {
         "base_model": str(base_dir), "data": {"path": str(data), "sha256": file_sha256(data)},
         "vocabulary": vocabulary, "sample": {"rate": round(sample.rate, 6), "residues": dict(sample.sampled_residues),

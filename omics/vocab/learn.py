@@ -150,26 +150,37 @@ def learn_merges(tokenizer: PreTrainedTokenizerBase, sequences: list[str], new_t
     char_of = {token_id: chr(PRIVATE_USE + n) for n, token_id in enumerate(alphabet)}
     token_of = dict(zip(char_of.values(), tokenizer.convert_ids_to_tokens(alphabet), strict=True))
     vocabulary = tokenizer.get_vocab()
-    slack = new_tokens // 2 + 64  # merges set aside below, or adding no token, are replaced by later ones
-    trainer = trainers.BpeTrainer(vocab_size=len(alphabet) + new_tokens + slack, min_frequency=2,
-                                  show_progress=False, initial_alphabet=list(char_of.values()))
-    bpe = Tokenizer(models.BPE())
-    bpe.train_from_iterator(("".join(char_of[i] for i in ids) for ids in pieces), trainer)
+    budget = 2 * new_tokens + 256  # merges refused, or making a token the vocabulary has, need replacing
+    while True:
+        trainer = trainers.BpeTrainer(vocab_size=len(alphabet) + budget, min_frequency=2, show_progress=False,
+                                      initial_alphabet=list(char_of.values()))
+        bpe = Tokenizer(models.BPE())
+        bpe.train_from_iterator(("".join(char_of[i] for i in ids) for ids in pieces), trainer)
+        learned = json.loads(bpe.to_str())["model"]["merges"]
+        merges, added = _kept(learned, token_of, vocabulary, new_tokens, guard)
+        if added == new_tokens or len(learned) < budget:  # enough, or no pair left seen twice
+            return merges
+        budget *= 2
+
+
+def _kept(learned: list, token_of: dict[str, str], vocabulary: dict[str, int], new_tokens: int, guard: TextGuard
+          ) -> tuple[list[tuple[str, str]], int]:
+    """The trainer's merges as Llama token strings, in order, up to `new_tokens` new tokens, without those the
+    guard refuses (nor the later ones that build on a refused one)."""
     reachable = set(token_of.values())
     merges: list[tuple[str, str]] = []
-    added: set[str] = set()
-    for merge in json.loads(bpe.to_str())["model"]["merges"]:
+    added = 0
+    for merge in learned:
         left, right = ("".join(token_of[c] for c in part) for part in (merge.split(" ") if isinstance(merge, str)
                                                                         else merge))
         if left not in reachable or right not in reachable or not guard.allows(left, right):
             continue
         merges.append((left, right))
         reachable.add(left + right)
-        if left + right not in vocabulary:
-            added.add(left + right)
-            if len(added) == new_tokens:
-                break
-    return merges
+        added += left + right not in vocabulary
+        if added == new_tokens:
+            break
+    return merges, added
 
 
 def extend_spec(spec: dict, merges: list[tuple[str, str]]) -> tuple[dict, dict[str, int]]:
