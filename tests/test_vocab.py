@@ -176,3 +176,12 @@ def test_bits_per_residue_count_the_same_residues_under_both_tokenizers(built):
         totals[name] = (sum(residues for _, _, residues in windows), sum(len(ids) for ids, _, _ in windows))
     assert totals["before"][0] == totals["after"][0] == sum(map(len, heldout_sequences()))
     assert totals["after"][1] < totals["before"][1]
+
+
+def test_a_file_without_sequences_is_refused_by_name(tiny_model, tmp_path, monkeypatch, caplog):
+    (tmp_path / "notes.txt").write_text("This is a header line\nno sequences here, only prose.\n")
+    rc = cli(monkeypatch, tmp_path, "vocab", "build", "--data", "notes.txt", "--out", "vocab",
+             "--base-model", str(tiny_model))
+    assert rc == 2
+    assert "notes.txt: no valid sequence in 2 lines" in caplog.text  # and why, line by line
+    assert not (tmp_path / "vocab").exists()  # nothing left behind

@@ -55,8 +55,8 @@ def build(data: Path, out: Path, base_dir: Path, sizes: dict[str, int], sample_m
     base = load_tokenizer(base_dir, chat=False)
     sample, data_report = sample_sequences(data, int(sample_mb * 2**20))
     if not any(sample.learn.values()):
-        raise UserError(f"{data}: no sequence lines to learn from ({data_report.lines} lines read, "
-                        f"{sum(data_report.skipped.values())} skipped); pass a Stage 1 file of sequences")
+        raise UserError(f"{data}: --sample-mb {sample_mb} sampled none of its {data_report.valid} sequences; "
+                        "raise --sample-mb")
     guard = TextGuard(base)
     merges = {group: learn_merges(base, sample.learn[group], sizes[group], guard) for group in GROUPS}
     spec = json.loads(base.backend_tokenizer.to_str())
