@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from omics.data.packing import file_sha256, model_fingerprint
 from omics.errors import UserError
 from omics.io import write_json, write_text
-from omics.model import load_tokenizer, require_model_dir, save_trained
+from omics.model import load_tokenizer, new_vocabulary_rows, require_model_dir, save_trained
 from omics.model_card import ModelCard
 from omics.vocab.learn import GROUPS, TextGuard, extend_spec, learn_merges, sample_sequences
 from omics.vocab.report import file_sequences, markdown, stage1_tokens, stage2_tokens, text_check, tokens_per_molecule
@@ -83,7 +83,8 @@ def build(data: Path, out: Path, base_dir: Path, sizes: dict[str, int], sample_m
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype="auto")  # resized in the dtype it is stored in
     mean_rows(model, base, new_ids, len(tokenizer))
     card = ModelCard(stage="vocab", base_model={"path": str(base_dir.resolve()), "fingerprint": model_fingerprint(
-        base_dir)}, vocabulary={"base_vocabulary": len(base), "new_token_ids": sorted(new_ids.values()),
+        base_dir)}, vocabulary={"base_vocabulary": len(base),  # a vocab folder's own untrained rows stay listed
+                                "new_token_ids": sorted([*new_vocabulary_rows(base_dir), *new_ids.values()]),
                                 "merges": vocabulary["merges"], "data": report["data"]})
     save_trained(model, tokenizer, out, card=card)
     report["seconds"] = round(time.time() - started, 1)
