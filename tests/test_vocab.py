@@ -185,3 +185,11 @@ def test_a_file_without_sequences_is_refused_by_name(tiny_model, tmp_path, monke
     assert rc == 2
     assert "notes.txt: no valid sequence in 2 lines" in caplog.text  # and why, line by line
     assert not (tmp_path / "vocab").exists()  # nothing left behind
+
+
+def test_an_existing_vocabulary_is_not_replaced_without_overwrite(built, tiny_model, monkeypatch, caplog):
+    written = (built.out / "tokenizer.json").stat().st_mtime_ns
+    rc = cli(monkeypatch, built.root, "vocab", "build", "--data", str(SAMPLES / "stage1_train.txt"), "--out",
+             "base-vocab", "--base-model", str(tiny_model))
+    assert rc == 2 and "pass --overwrite to replace it" in caplog.text
+    assert (built.out / "tokenizer.json").stat().st_mtime_ns == written
