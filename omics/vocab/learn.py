@@ -145,17 +145,17 @@ def learn_merges(tokenizer: PreTrainedTokenizerBase, sequences: list[str], new_t
 
     if new_tokens <= 0 or not sequences:
         return []
-    pieces = [list(ids) for ids in encode(tokenizer, sequences)]
-    alphabet = sorted({i for ids in pieces for i in ids})
-    char_of = {token_id: chr(PRIVATE_USE + n) for n, token_id in enumerate(alphabet)}
-    token_of = dict(zip(char_of.values(), tokenizer.convert_ids_to_tokens(alphabet), strict=True))
+    char_of: dict[int, str] = {}  # each Llama piece's character, in order of appearance
+    words = ["".join(char_of.setdefault(i, chr(PRIVATE_USE + len(char_of))) for i in ids)
+             for ids in encode(tokenizer, sequences)]  # a character per piece: ~1 byte per residue held, not ids
+    token_of = dict(zip(char_of.values(), tokenizer.convert_ids_to_tokens(list(char_of)), strict=True))
     vocabulary = tokenizer.get_vocab()
     budget = 2 * new_tokens + 256  # merges refused, or making a token the vocabulary has, need replacing
     while True:
-        trainer = trainers.BpeTrainer(vocab_size=len(alphabet) + budget, min_frequency=2, show_progress=False,
+        trainer = trainers.BpeTrainer(vocab_size=len(char_of) + budget, min_frequency=2, show_progress=False,
                                       initial_alphabet=list(char_of.values()))
         bpe = Tokenizer(models.BPE())
-        bpe.train_from_iterator(("".join(char_of[i] for i in ids) for ids in pieces), trainer)
+        bpe.train_from_iterator(words, trainer)
         learned = json.loads(bpe.to_str())["model"]["merges"]
         merges, added = _kept(learned, token_of, vocabulary, new_tokens, guard)
         if added == new_tokens or len(learned) < budget:  # enough, or no pair left seen twice
