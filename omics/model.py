@@ -160,8 +160,8 @@ def prepare_for_training(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
 def _trainable(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, config: TrainConfig,
                new_rows: list[int]):
     if config.finetune == "full" and new_rows and not config.train_embeddings:
-        raise UserError(f"the base model has {len(new_rows)} new sequence tokens (omics vocab build) whose rows "
-                        "only training sets: full fine-tuning must train the embeddings: --set train_embeddings=true")
+        raise UserError(f"the base model's {len(new_rows)} new sequence-token rows (omics vocab build) are untrained: "
+                        "full fine-tuning must train the embeddings: --set train_embeddings=true")
     if config.finetune == "full":
         for name, param in model.named_parameters():
             embedding = "embed_tokens" in name or "lm_head" in name
