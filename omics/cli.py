@@ -270,6 +270,24 @@ def _pairs_parser(commands) -> None:
     _common(p)
 
 
+def _vocab_parser(commands) -> None:
+    vocab = commands.add_parser("vocab", help="a sequence vocabulary for Stage 1 (new base model folder)",
+                                **help_texts("omics vocab build --data seqs.txt --out archive/models/base-vocab"))
+    build = vocab.add_subparsers(dest="action", required=True).add_parser(
+        "build", help="learn DNA/RNA and protein merges on a Stage 1 file; write the resized base model",
+        **help_texts("omics vocab build --data seqs.txt --eval-data heldout.txt --out archive/models/base-vocab"))
+    build.add_argument("--data", type=Path, required=True, help="the Stage 1 training file (sequences)")
+    build.add_argument("--out", type=Path, required=True, help="the new base model folder (for --base-model)")
+    build.add_argument("--base-model", type=Path, default=STAGES["stage1"].base_model)
+    build.add_argument("--dna", type=int, default=4096, help="new tokens learned on DNA and RNA lines")
+    build.add_argument("--protein", type=int, default=4096, help="new tokens learned on protein lines")
+    build.add_argument("--sample-mb", type=float, default=64.0,
+                       help="learn on about this much of --data, sampled evenly (a tenth held out to measure)")
+    build.add_argument("--eval-data", type=Path, help="held-out sequence file: residues per token measured on it")
+    build.add_argument("--stage2-data", type=Path, help="Stage 2 .jsonl: its tokens before and after measured")
+    build.add_argument("--overwrite", action="store_true", help="replace an earlier vocabulary in --out")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="omics", description=__doc__, **help_texts(
         "omics stage2 train --data train.jsonl   (omics COMMAND --help: its options)"))
@@ -376,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(commands)
     _sequence_tools_parser(commands)
     _pairs_parser(commands)
+    _vocab_parser(commands)
     demo = commands.add_parser("demo", help="run all stages on a tiny model and the bundled samples",
                                **help_texts("omics demo --workdir /tmp/omics-demo"))
     demo.add_argument("--workdir", type=Path, default=Path("archive/demo"), help="where its models and results go")

@@ -11,7 +11,7 @@ import json
 import logging
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -131,11 +131,19 @@ def chat_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     return [tokenizer.convert_tokens_to_ids(t) for t in CHAT_TOKENS]
 
 
-def prepare_for_training(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, config: TrainConfig):
-    """What the config trains (LoRA + norms, projections, chat rows; or all weights), with fp32 copies of
-    LoRA's few trained weights (1e-4 steps survive rounding), activation checkpointing and compilation as
-    configured."""
-    model = _trainable(model, tokenizer, config)
+def new_vocabulary_rows(path: str | Path) -> list[int]:
+    """The rows of a sequence vocabulary's tokens that no training has seen yet: those of a folder written by
+    `omics vocab build` (a model trained from it has trained them)."""
+    card = find_card(path)
+    return list(card.vocabulary["new_token_ids"]) if card and card.stage == "vocab" and card.vocabulary else []
+
+
+def prepare_for_training(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, config: TrainConfig,
+                         new_rows: list[int] | None = None):
+    """What the config trains (LoRA + norms, projections, chat rows, a new vocabulary's `new_rows`; or all
+    weights), with fp32 copies of LoRA's few trained weights (1e-4 steps survive rounding), activation
+    checkpointing and compilation as configured."""
+    model = _trainable(model, tokenizer, config, new_rows or [])
     if config.finetune == "lora":
         trained_in_fp32(model)
     if config.gradient_checkpointing:
@@ -154,24 +162,30 @@ def trained_in_fp32(model: torch.nn.Module) -> None:
             param.data = param.data.float()
 
 
-def _trainable(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, config: TrainConfig):
+def _trainable(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, config: TrainConfig,
+               new_rows: list[int]):
+    if config.finetune == "full" and new_rows and not config.train_embeddings:
+        raise UserError(f"the base model's {len(new_rows)} new sequence-token rows (omics vocab build) are untrained: "
+                        "full fine-tuning must train the embeddings: --set train_embeddings=true")
     if config.finetune == "full":
         for name, param in model.named_parameters():
             embedding = "embed_tokens" in name or "lm_head" in name
             param.requires_grad = config.train_embeddings or not embedding
         return model
-    model = get_peft_model(model, lora_config(tokenizer, config))
+    model = get_peft_model(model, lora_config(tokenizer, config, new_rows))
     use_row_forward(model)
     return model
 
 
-def lora_config(tokenizer: PreTrainedTokenizerBase | None, config: TrainConfig) -> LoraConfig:
-    """What LoRA trains: the adapters, plus the norms, projections and chat-token rows the config trains in full."""
+def lora_config(tokenizer: PreTrainedTokenizerBase | None, config: TrainConfig, new_rows: Sequence[int] = ()
+                ) -> LoraConfig:
+    """What LoRA trains: the adapters, plus the norms, projections, chat-token rows and a new vocabulary's rows the
+    config trains in full."""
     modules_to_save = (NORM_MODULES if config.train_norms else []) + list(config.fully_trained_modules)
     overlap = set(config.fully_trained_modules) & set(config.lora_target_modules)
     if overlap:
         raise UserError(f"modules {sorted(overlap)} are both LoRA targets and fully trained; pick one")
-    token_rows = chat_token_ids(tokenizer) if config.train_chat_token_rows else None
+    token_rows = (chat_token_ids(tokenizer) if config.train_chat_token_rows else []) + list(new_rows)
     return LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,

@@ -36,6 +36,7 @@ class ModelCard:
     tasks: dict[str, Any] | None = None  # per-task label summary of the training data (type, classes, range…)
     data: dict[str, Any] = field(default_factory=dict)  # the training files by flag: path, bytes, sha256
     config: dict[str, Any] = field(default_factory=dict)  # the resolved training config
+    vocabulary: dict[str, Any] | None = None  # omics vocab build: base vocabulary size, new token ids, merges
     omics_version: str = __version__
     format_version: int = FORMAT_VERSION
 

@@ -44,12 +44,13 @@ from omics.model import (
     has_chat_template,
     load_model,
     load_tokenizer,
+    new_vocabulary_rows,
     prepare_for_training,
     repair_untrained_rows,
     require_model_dir,
     save_trained,
 )
-from omics.model_card import ModelCard
+from omics.model_card import ModelCard, find_card
 from omics.optim import StepInBackward, make_optimizer
 from omics.runs import Run
 from omics.stages import Stage
@@ -365,7 +366,7 @@ def model_card(stage: Stage, args: RunArgs, base: Path, config: TrainConfig, tra
         system_prompt=config.system_prompt, answer_tags=stage.answer_tags(),
         reasoning_prompt=config.reasoning_system_prompt, tasks=train_meta.get("task_summary"),
         data={flag: file_record(path) for flag, path in args.data_files().items() if path},
-        config=config.to_dict(), omics_version=__version__)
+        config=config.to_dict(), vocabulary=(find_card(base) or ModelCard()).vocabulary, omics_version=__version__)
 
 
 class CardInCheckpoints(TrainerCallback):
@@ -447,7 +448,7 @@ def _train(stage: Stage, args: RunArgs, run: Run) -> dict[str, Any]:
     torch.manual_seed(config.seed)
     model = load_model(base, config.attn_implementation, config.dtype)
     repaired = repair_untrained_rows(model, tokenizer) if first_chat else []
-    model = prepare_for_training(model, tokenizer, config)
+    model = prepare_for_training(model, tokenizer, config, new_vocabulary_rows(base))
     write_parameters(stage, args, config, base, model, repaired_embedding_rows=repaired)
     card = model_card(stage, args, base, config, train_meta)
     callbacks = [StopIfFinished(), tensorboard_callback(args.metrics_dir), CardInCheckpoints(card)]

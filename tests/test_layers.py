@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("model", ("omics.runs", "omics.model", "omics.optim")),
     ("data", ("omics.data.*", "omics.stages")),
     ("evaluate", ("omics.evaluate.*",)),
-    ("train", ("omics.loss", "omics.train", "omics.dpo.trainer", "omics.grpo.loop")),
+    ("train", ("omics.loss", "omics.train", "omics.dpo.trainer", "omics.grpo.loop", "omics.vocab.*")),
     ("commands", ("omics.stage1.*", "omics.stage2.*", "omics.stage3.*", "omics.commands.*", "omics.bench.*",
                   "omics.samples.*", "omics.dryrun", "omics.synthesize.*", "omics.serve.*", "omics.sequence_tools.*",
                   "omics.dpo.*", "omics.grpo", "omics.grpo.train", "omics.cli")),
