@@ -34,7 +34,7 @@ def test_paper_format_with_out_and_without_input(tmp_path, monkeypatch):
     assert (result["n"], result["valid_rate"], result["reference_parse_rate"]) == (2, 1.0, None)
     # constant answers: the baseline (mean of the labels, 2.0) predicts the same; flagged as no better
     assert result["baseline"] == {"prediction": 2.0, "paper_metric": 0.0, "mixed_score": result["mixed_score"]}
-    assert any("no better than the baseline" in w for w in result["warnings"])
+    assert "no better than the baseline (constant prediction 2)" in result["warnings"]  # 4 significant digits
     written = [json.loads(line) for line in (tmp_path / "scored/predictions.jsonl").read_text().splitlines()]
     assert [(r["input"], r["generated"], r["prediction"]) for r in written] == [(None, "2.0", 2.0), (None, "2.0", 2.0)]
 

@@ -99,7 +99,9 @@ def _checks(result: dict, round_trip: dict | None, baseline: dict | None) -> Non
     if baseline is not None and result["mixed_score"] <= baseline["mixed_score"] and (
         result["paper_metric"]["value"] <= baseline["paper_metric"]
     ):
-        result["warnings"].append(f"no better than the baseline (constant prediction {baseline['prediction']!r})")
+        prediction = baseline["prediction"]  # a mean label is a float of many digits: four significant ones
+        shown = f"{prediction:.4g}" if isinstance(prediction, float) else repr(prediction)
+        result["warnings"].append(f"no better than the baseline (constant prediction {shown})")
 
 
 def score_rows(rows: list[dict], specs: dict[str, TaskSpec], reasoning: bool) -> tuple[dict, dict]:
