@@ -171,20 +171,20 @@ def test_other_data_or_settings_are_refused_unless_overwrite(data, tmp_path, mon
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     with TeacherServer({"": ["401"]}) as teacher:  # a wrong key: the run stops at once, naming what to check
         assert synthesize(monkeypatch, tmp_path, teacher, out="y.jsonl") == 2
-    assert f"the teacher at {teacher.url} refused the request: HTTP 401; check --base-url, --model and the key" in \
-        caplog.text
+    assert f"the teacher at {teacher.url} refused the request: HTTP 401 (" in caplog.text
+    assert "check --base-url (most servers' ends in /v1), --model and the key" in caplog.text
+    assert json.loads((tmp_path / "y.summary.json").read_text())["status"] == "stopped"
     assert SECRET not in caplog.text
 
 
 def test_lines_without_a_reply_are_left_for_the_next_run(data, tmp_path, monkeypatch, caplog):
     with TeacherServer() as teacher:
         url = teacher.url
-    # the server is gone: connection refused, retried once, then left
+    # the server is gone before any reply: a wrong --base-url, said at once, not retried line by line
     assert cli(monkeypatch, tmp_path, "synthesize", "--data", "data.jsonl", "--out", "r.jsonl", "--base-url", url,
                "--model", "teacher", "--limit", "3", "--api-retries", "1") == 2
-    assert "3 lines got no reply from the teacher (retries: {'connection': 6}); rerun the same command" in caplog.text
-    summary = json.loads((tmp_path / "r.summary.json").read_text())
-    assert summary["status"] == "incomplete" and summary["totals"]["unanswered"] == 3
+    assert f"cannot reach the teacher at {url} (" in caplog.text and "check --base-url" in caplog.text
+    assert json.loads((tmp_path / "r.summary.json").read_text())["status"] == "stopped"
     assert not (tmp_path / "r.jsonl").exists() or lines(tmp_path / "r.jsonl") == []
     with TeacherServer() as teacher:  # the teacher back, at another port: the same synthesis continues
         assert synthesize(monkeypatch, tmp_path, teacher, "--limit", "3") == 0

@@ -94,6 +94,14 @@ class Tally:
         return sum(self.accepted.values()) + sum(sum(r.values()) for r in self.rejected.values())
 
 
+def server_message(err: Any) -> str:
+    """What an API error's body says (OpenAI's {"error": {"message"}} shape, or FastAPI's {"detail"}), else its text."""
+    body = err.body if isinstance(err.body, dict) else {}
+    inner = body.get("error", body)
+    message = inner.get("message") or inner.get("detail") if isinstance(inner, dict) else None
+    return str(message or err.message)[:300]
+
+
 class Teacher:
     """One line at a time: asked, checked, asked again with the reason, paced, retried on API failures."""
 
@@ -105,6 +113,7 @@ class Teacher:
         self.secret = secret
         self.completion_tokens: list[int] = []
         self.prompt_tokens = [0, 0]  # (as the server counted, as estimated): scales the estimate to its tokenizer
+        self.reached = False  # a reply came: a later lost connection is a blip worth retrying, not a wrong URL
 
     def redact(self, text: str) -> str:
         return text.replace(self.secret, "***") if self.secret else text
@@ -164,13 +173,17 @@ class Teacher:
                 self.limits.correct(-estimate)  # a refused request costs no tokens
                 if err.status_code in FATAL_STATUS:
                     raise UserError(f"the teacher at {self.args.base_url} refused the request: HTTP {err.status_code}"
-                                    "; check --base-url, --model and the key (--api-key-env "
-                                    f"{self.args.api_key_env}, or ./.env)") from None
+                                    f" ({self.redact(server_message(err))}); check --base-url (most servers' ends in "
+                                    f"/v1), --model and the key (--api-key-env {self.args.api_key_env}, or ./.env)"
+                                    ) from None
                 if err.status_code not in RETRIED_STATUS and err.status_code < 500:
                     raise Refused(f"HTTP {err.status_code}: {str(err)[:300]}") from None
                 failure, server_asks = f"HTTP {err.status_code}", retry_after(err.response.headers)
             except (openai.APITimeoutError, openai.APIConnectionError) as err:
                 self.limits.correct(-estimate)
+                if not self.reached and not isinstance(err, openai.APITimeoutError):
+                    raise UserError(f"cannot reach the teacher at {self.args.base_url} ({err.__cause__ or err}): "
+                                    "check --base-url and that the server is running") from None
                 failure, server_asks = ("timeout" if isinstance(err, openai.APITimeoutError) else "connection"), None
             else:
                 return self.received(response, messages, estimate, record["task"])
@@ -188,6 +201,7 @@ class Teacher:
 
     def received(self, response: Any, messages: list[dict], estimate: int, task: str) -> tuple[str, bool]:
         """The reply and whether it ended by itself; its tokens (as the server counts them) charged and tallied."""
+        self.reached = True
         choice = response.choices[0]
         reply = choice.message.content or ""
         usage = response.usage
@@ -360,6 +374,9 @@ def run(args: Namespace) -> int:
             status = "incomplete" if sum(tally.unanswered.values()) else "complete"
         except KeyboardInterrupt:  # Ctrl-C: what was written stays, the summary says so
             pass
+        except UserError:  # the teacher refused every request, or is not there: said once, by the caller
+            status = "stopped"
+            raise
         finally:
             results.close()
             summary = save_summary(status)
