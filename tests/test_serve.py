@@ -121,6 +121,8 @@ def test_models_list_and_the_api_key(server: Server) -> None:
     bare = httpx.get(f"{server.url}/models")  # no Authorization header at all
     assert bare.status_code == 401 and bare.json()["error"]["code"] == "invalid_api_key"
     assert KEY not in Path(f"/proc/{server.process.pid}/cmdline").read_text()  # read from the environment
+    root = server.url.removesuffix("/v1")
+    assert httpx.get(f"{root}/health").json() == {"status": "ok"}  # liveness needs no key, as vLLM's
 
 
 def test_chat_is_the_models_template_with_its_default_system_prompt(server: Server, reference) -> None:
@@ -189,6 +191,11 @@ def test_refusals_in_openais_error_shape(server: Server) -> None:
     invalid = httpx.post(f"{server.url}/chat/completions", headers=headers, json={"model": "reasoner"})
     assert invalid.status_code == 400 and invalid.json()["error"]["message"].startswith("messages: ")
     assert httpx.get(f"{server.url}/nothing", headers=headers).json()["error"]["code"] == "not_found"
+    broken = httpx.post(f"{server.url}/chat/completions", headers={**headers, "Content-Type": "application/json"},
+                        content=b'{"model": "reasoner", "messages": [}')
+    assert broken.json()["error"]["message"] == "the request body is not valid JSON (at character 35)"
+    form = httpx.post(f"{server.url}/chat/completions", headers=headers, data={"model": "reasoner"})  # curl -d
+    assert "sent with 'Content-Type: application/json'" in form.json()["error"]["message"]
 
 
 def test_concurrent_requests_are_batched_and_answer_as_alone(server: Server) -> None:

@@ -102,7 +102,10 @@ def serve_builtin(args: Namespace, model_dir: Path, name: str, api_key: str | No
              "tokens, collected for %d ms)%s", model_dir, name, args.host, args.port, model.dtype, model.device,
              batching.requests, batching.tokens, args.batch_window_ms, "; API key required" if api_key else "")
     config = uvicorn.Config(create_app(engine, tokenizer, settings), log_config=None, timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn has shut down cleanly by then; asyncio re-raises the Ctrl-C
+        log.info("server stopped")
 
 
 def run(args: Namespace) -> None:

@@ -220,7 +220,11 @@ def validation_message(err: RequestValidationError) -> tuple[str, str | None]:
     """The first problem of an invalid request as one line, and the parameter it concerns."""
     problem = err.errors()[0]
     where = [str(part) for part in problem.get("loc", ()) if part != "body"]
-    return f"{'.'.join(where) or 'body'}: {problem.get('msg', 'invalid')}", where[0] if where else None
+    if problem.get("type") == "json_invalid":  # loc: ("body", character offset)
+        return f"the request body is not valid JSON (at character {where[0] if where else '?'})", None
+    if not where:  # not a JSON object at all, e.g. form-encoded (curl -d without a JSON Content-Type)
+        return "the request body must be a JSON object, sent with 'Content-Type: application/json'", None
+    return f"{'.'.join(where)}: {problem.get('msg', 'invalid')}", where[0]
 
 
 def create_app(engine: Engine, tokenizer: PreTrainedTokenizerBase, settings: ServerSettings) -> FastAPI:
@@ -231,10 +235,15 @@ def create_app(engine: Engine, tokenizer: PreTrainedTokenizerBase, settings: Ser
     @app.middleware("http")
     async def authorize(request: Request, call_next):
         sent = request.headers.get("authorization", "").encode()
-        if expected is not None and not hmac.compare_digest(sent, expected):
+        if expected is not None and request.url.path != "/health" and not hmac.compare_digest(sent, expected):
             return APIError(401, "missing or wrong API key: send the header 'Authorization: Bearer KEY' with the "
                             "key of the server's --api-key-env variable", code="invalid_api_key").response()
         return await call_next(request)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """Liveness for load balancers and scripts, without the key (as vLLM's server)."""
+        return {"status": "ok"}
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, err: APIError) -> JSONResponse:
