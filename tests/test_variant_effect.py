@@ -113,4 +113,19 @@ def test_a_chrom_the_fasta_lacks_is_refused(monkeypatch, tmp_path, tiny_model, w
     write_file("genome.fa", [">chr2", SEQUENCE])
     assert score(monkeypatch, tmp_path, tiny_model, write_file,
                  ["chrom\tfasta\tpos\tref\talt", "chr9\tgenome.fa\t21\tG\tA"])[0] == 2
-    assert "genome.fa: no FASTA record chr9 (chrom names a header's first word)" in caplog.text
+    assert "variants.tsv:2: chrom chr9 is not a record of " in caplog.text
+    caplog.clear()
+    assert score(monkeypatch, tmp_path, tiny_model, write_file,
+                 ["chrom\tfasta\tpos\tref\talt", "chr2\tnope.fa\t21\tG\tA"])[0] == 2
+    assert "variants.tsv:2: fasta nope.fa: no such file" in caplog.text
+
+
+@pytest.mark.parametrize("line, extra, message", [
+    ("s\t{seq}\t21\tG\tG", (), "variants.tsv:2: alt G equals ref: not a variant"),
+    ("s\t{seq}\t21\tG\tA", ("--window", "0"), "--window must be at least 2 bases"),
+])
+def test_what_is_not_a_variant_is_refused(monkeypatch, tmp_path, tiny_model, write_file, caplog, line, extra,
+                                          message):
+    lines = ["id\tsequence\tpos\tref\talt", line.format(seq=SEQUENCE)]
+    assert score(monkeypatch, tmp_path, tiny_model, write_file, lines, *extra)[0] == 2
+    assert message in caplog.text

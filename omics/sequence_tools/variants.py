@@ -64,17 +64,23 @@ def _fasta_path(path: Path, row: dict[str, str]) -> Path:
 def references(path: str | Path) -> dict[tuple[Path, str], str]:
     """The FASTA records the variants of the TSV name (only those, each held in memory), by (file, id)."""
     path = Path(path)
-    wanted: dict[Path, set[str]] = {}
+    wanted: dict[Path, dict[str, int]] = {}  # FASTA → chrom → the first TSV line naming it
     for lineno, row in _rows(path):
         if not row.get("sequence") and not (row.get("fasta") and row.get("chrom")):
             raise DataError(f"{path}:{lineno}: neither a sequence nor fasta + chrom; fill one in")
         if not row.get("sequence"):
-            wanted.setdefault(_fasta_path(path, row), set()).add(row["chrom"])
+            fasta = _fasta_path(path, row)
+            if not fasta.is_file():
+                raise DataError(f"{path}:{lineno}: fasta {row['fasta']}: no such file ({fasta}); check the path "
+                                "(relative paths start from the TSV's folder)")
+            wanted.setdefault(fasta, {}).setdefault(row["chrom"], lineno)
     genomes = {(fasta, r.id): r.sequence for fasta, ids in wanted.items()
                for r in read_records(fasta) if r.id in ids}
     for fasta, ids in wanted.items():
-        if absent := sorted(i for i in ids if (fasta, i) not in genomes):
-            raise DataError(f"{fasta}: no FASTA record {', '.join(absent[:3])} (chrom names a header's first word)")
+        if absent := sorted((line, i) for i, line in ids.items() if (fasta, i) not in genomes):
+            line, chrom = absent[0]
+            raise DataError(f"{path}:{line}: chrom {chrom} is not a record of {fasta} (chrom names a FASTA header's "
+                            "first word)")
     return genomes
 
 
@@ -91,8 +97,8 @@ def read_variants(path: str | Path, window: int, genomes: dict[tuple[Path, str],
     """Every variant of the TSV (several alt alleles: one each), checked against its sequence (inline, or in
     `genomes`, from `references`)."""
     path = Path(path)
-    if window < 0:
-        raise DataError(f"--window must be at least 0 bases, got {window}")
+    if window < 2:
+        raise DataError(f"--window must be at least 2 bases (context on each side of the allele), got {window}")
     for lineno, row in _rows(path):
         if row.get("sequence"):
             got, where = sequence_or_reason(row["sequence"]), "the row's sequence"
@@ -115,5 +121,7 @@ def read_variants(path: str | Path, window: int, genomes: dict[tuple[Path, str],
         left, right = max(0, start - window // 2), min(len(sequence), start + len(ref) + window // 2)
         for alt in row["alt"].split(","):
             alt = _allele(path, lineno, "alt", alt)
+            if alt == ref:
+                raise DataError(f"{path}:{lineno}: alt {alt} equals ref: not a variant")
             yield Variant({**row, "alt": alt}, lineno, sequence[left:right],
                           sequence[left:start] + alt + sequence[start + len(ref) : right], left + 1, right)
