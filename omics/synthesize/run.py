@@ -392,7 +392,9 @@ def run(args: Namespace) -> int:
 def report(summary: dict, args: Namespace, results: Results) -> None:
     totals, this_run = summary["totals"], summary["this_run"]
     print(f"{args.out}: {totals['accepted']} lines accepted, {totals['rejected']} rejected "
-          f"({results.rejected.path.name}), {totals['left']} left; this run: {this_run['requests']} requests in "
+          f"({results.rejected.path.name}), {totals['left']} left"
+          f"{f' of the {args.limit} lines --limit selects (a larger --limit continues)' if args.limit else ''}; "
+          f"this run: {this_run['requests']} requests in "
           f"{this_run['minutes']:.2f} min ({this_run['requests_per_minute']}/min), "
           f"{sum(totals['tokens'].values()):,} tokens in all")
     if summary["cost"] is not None:
