@@ -177,3 +177,15 @@ def test_grpo_command_follows_its_models_format():
     assert (direct.modes, direct.max_new_tokens) == (("direct",), 64)
     assert (reasoning.modes, reasoning.max_new_tokens) == (("reasoning", "direct"), 512)
     assert build_parser().parse_args(["grpo", "train", "--data", "t.jsonl"]).config == grpo.config
+
+
+def test_the_base_models_label_rules_win_over_a_small_grpo_file():
+    """A GRPO file is often a few lines of the Stage 2 data: its one-example range would make a regression reward
+    exact-match only, and its stray class would turn a binary task multiclass."""
+    from omics.grpo.loop import label_summary
+    from omics.model_card import ModelCard
+
+    base = ModelCard(tasks={"gc_content": {"n": 300, "lo": 20.0}, "emp": {"n": 300}})
+    small = {"gc_content": {"n": 1, "lo": 55.0}, "new-task": {"n": 6}}
+    assert label_summary(base, small) == {"gc_content": {"n": 300, "lo": 20.0}, "emp": {"n": 300},
+                                          "new-task": {"n": 6}}

@@ -126,11 +126,17 @@ def grpo_arguments(config: TrainConfig, checkpoints: Path, has_eval: bool, reaso
                           if vllm else {}))
 
 
-def grpo_card(card: ModelCard, base_card: ModelCard, train_summary: dict[str, dict]) -> ModelCard:
-    """The trained model speaks its base's format: its system prompt and answer tags; the tasks it knows are its
-    base's and this run's (this run's summary where both have a task)."""
+def label_summary(base_card: ModelCard, train_summary: dict[str, dict]) -> dict[str, dict]:
+    """The label summary rewards and evaluation read: the base's for every task it was trained on (its training
+    file is the full one; a GRPO file is often a small part of it, whose ranges and classes would change the
+    rules), this run's for tasks new to it."""
+    return {**train_summary, **(base_card.tasks or {})}
+
+
+def grpo_card(card: ModelCard, base_card: ModelCard, summary: dict[str, dict]) -> ModelCard:
+    """The trained model speaks its base's format: its system prompt and answer tags, and keeps its label rules."""
     return replace(card, system_prompt=base_card.system_prompt, answer_tags=base_card.answer_tags,
-                   reasoning_prompt=base_card.reasoning_prompt, tasks={**(base_card.tasks or {}), **train_summary})
+                   reasoning_prompt=base_card.reasoning_prompt, tasks=summary)
 
 
 def train(stage: Stage, args: RunArgs) -> dict[str, Any]:
@@ -151,7 +157,8 @@ def _train(stage: Stage, args: RunArgs, run: Run) -> dict[str, Any]:
     log.info("data: %s", report.summary())
     eval_records = [] if args.eval_data is None else prompt_records(args.eval_data, config,
                                                                     DataReport(str(args.eval_data)))[0]
-    specs = build_task_specs(task_summary)
+    summary = label_summary(base_card, task_summary)
+    specs = build_task_specs(summary)
     if missing := sorted({r["task"] for r in eval_records} - set(specs)):
         raise UserError(f"{args.eval_data}: tasks {missing} are not in --data {args.data}: their rewards need the "
                         "training labels (ranges, classes); add examples of them to --data or leave them out")
@@ -163,7 +170,7 @@ def _train(stage: Stage, args: RunArgs, run: Run) -> dict[str, Any]:
     torch.manual_seed(config.seed)
     model = prepare_for_training(load_model(base, config.attn_implementation, config.dtype), tokenizer, config)
     write_parameters(stage, args, config, base, model, system_prompt=system, reasoning=base_card.reasoning)
-    card = grpo_card(model_card(stage, args, base, config, {}), base_card, task_summary)
+    card = grpo_card(model_card(stage, args, base, config, {}), base_card, summary)
     rewards = TaskRewards(specs, base_card.reasoning)
     trainer = OmicsGRPOTrainer(
         model=model,
