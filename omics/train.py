@@ -125,6 +125,23 @@ def changed_inputs(args: RunArgs) -> list[str]:
             if (now.get(flag) and file_sha256(now[flag])) != ((then.get(flag) or {}).get("sha256") or None)]
 
 
+RESUME_MAY_CHANGE = {"max_steps", "epochs", "save_steps", "eval_steps", "logging_steps", "save_total_limit",
+                     "keep_checkpoints"}  # a resumed run may run longer and checkpoint differently: nothing else
+
+
+def changed_settings(args: RunArgs) -> list[str]:
+    """The config keys (config file + --set) that differ from those the run being resumed recorded: its optimizer
+    and schedule come back from the checkpoint, so a changed key would be recorded but not used."""
+    recorded = args.metrics_dir / "parameters.json"
+    if not recorded.is_file():
+        return []
+    then = json.loads(recorded.read_text()).get("config") or {}
+    now = load_config(args.config, args.overrides).to_dict()
+    auto = {"max_length": 0}  # resolved by the run itself (then recorded as what it chose)
+    return sorted(k for k, v in now.items() if k in then and then[k] != v and auto.get(k, object()) != v
+                  and k not in RESUME_MAY_CHANGE)
+
+
 def check_directories(args: RunArgs) -> None:
     """Refuse to overwrite a trained model, checkpoints or run records unless asked (no side effects)."""
     checkpoints = args.output_dir / CHECKPOINTS
@@ -142,6 +159,10 @@ def check_directories(args: RunArgs) -> None:
             raise UserError(f"--resume: {', '.join(changed)} differ from what the run being resumed trained on "
                             f"({args.metrics_dir / 'parameters.json'}); resume with the same files, or start a "
                             "new run (--overwrite or another --output-dir/--metrics-dir)")
+        if changed := changed_settings(args):
+            raise UserError(f"--resume: settings {', '.join(changed)} differ from the run being resumed "
+                            f"({args.metrics_dir / 'parameters.json'}); a resumed run continues with its recorded "
+                            "optimizer and schedule: resume with the same --config and --set, or start a new run")
         if last_checkpoint(checkpoints) is None:
             raise UserError(f"--resume: no complete checkpoint under {checkpoints}; start without --resume "
                             "(with --overwrite if a killed run left files there)")

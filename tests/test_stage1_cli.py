@@ -199,8 +199,10 @@ def test_resume_continues_from_checkpoint(copy_of_run, run, monkeypatch):
     old_events = set(tensorboard.iterdir())
     checkpoint_state = read_json(copy_of_run / MODEL / "checkpoints/checkpoint-2/trainer_state.json")
 
+    assert cli(monkeypatch, copy_of_run, *run.train_args, "--resume", "--set", "learning_rate=1e-2") == 2
+    assert not (copy_of_run / MODEL / "config.json").exists()  # refused: the lr would be recorded, not used
     assert cli(monkeypatch, copy_of_run, *run.train_args, "--resume", "--set", "max_steps=4",
-               "--set", "save_steps=2", "--set", "eval_steps=2") == 0
+               "--set", "save_steps=2", "--set", "eval_steps=2") == 0  # running longer is allowed
 
     summary = read_json(copy_of_run / METRICS / "run_summary.json")
     assert summary["steps"] == 4
