@@ -145,6 +145,14 @@ def test_bad_line_stop_names_file_and_line(run, tmp_path, caplog):
     assert f"train.jsonl:{BAD_LINE}:" in caplog.text and not (tmp_path / "m").exists()
 
 
+def test_groups_that_do_not_fill_a_step_are_refused_before_any_file(run, tmp_path, caplog):
+    with pytest.MonkeyPatch.context() as mp:
+        assert cli(mp, run.root, "grpo", "train", "--data", "train.jsonl", "--base-model", run.base, "--output-dir",
+                   str(tmp_path / "m"), "--metrics-dir", str(tmp_path / "r"), *FAST,
+                   "--set=num_generations=3", "--set=micro_batch_size=4", "--set=grad_accum=1") == 2
+    assert "must be a multiple of num_generations (3)" in caplog.text and not (tmp_path / "r").exists()
+
+
 def test_task_rewards_logged_per_task():
     """Per batch and task, the mean and spread of the rewards: gc_content 0.9 and 0.5 (range width 62.1: answers
     6.21 and 31.05 away from 50) → mean 0.7, std 0.2; the binary task 1 and 0 → 0.5, 0.5."""

@@ -149,6 +149,10 @@ def _train(stage: Stage, args: RunArgs, run: Run) -> dict[str, Any]:
     started = time.time()
     config = load_config(args.config, args.overrides)
     check_precision(config)
+    if (answers := config.micro_batch_size * config.grad_accum) % config.num_generations:
+        raise UserError(f"micro_batch_size x grad_accum ({answers} answers a step) must be a multiple of "
+                        f"num_generations ({config.num_generations}): a step answers whole groups of one question; "
+                        "change one with --set")
     base = require_model_dir(args.base_model, stage.missing_base_hint)
     check_directories(args)
     base_card = read_card(base)
