@@ -128,13 +128,16 @@ def _train_parser(sub, stage: Stage) -> None:
     p.add_argument("--config", type=Path, default=stage.config)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable), e.g. --set learning_rate=5e-5")
-    p.add_argument("--base-model", type=Path, default=stage.base_model)
+    starts = f"the first trained of {', '.join(stage.starts_from)}" if isinstance(stage.starts_from, tuple) else None
+    p.add_argument("--base-model", type=Path, default=stage.base_model,
+                   help=f"the model it starts from (default: {starts}, now {stage.base_model})" if starts else None)
     p.add_argument("--output-dir", type=Path, default=stage.model_dir)
     p.add_argument("--metrics-dir", type=Path, default=stage.metrics_dir)
     p.add_argument("--cache-dir", type=Path, help=f"tokenised-data cache (default: {paths.CACHE} beside --output-dir)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    p.add_argument("--dry-run", type=count, nargs="?", const=3, metavar="N", help="train nothing, write nothing: show "
-                   "N (default 3) examples as trained, the lengths, packing, steps, parameters and memory")
+    if stage.trainer is None:  # the dry run shows the shared trainer's examples; a stage's own loop has none
+        p.add_argument("--dry-run", type=count, nargs="?", const=3, metavar="N", help="train nothing, write nothing: "
+                       "show N (default 3) examples as trained, the lengths, packing, steps, parameters and memory")
     _common(p)
 
 
@@ -455,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
             if stage and args.action == "train":
                 from omics.train import RunArgs, train  # each stage only states what differs
 
-                if args.dry_run is not None:
+                log.info("%s train starts from %s", stage.name, args.base_model)
+                if getattr(args, "dry_run", None) is not None:
                     from omics.dryrun import dry_run  # read-only: no run folder is created, locked or checked
 
                     dry_run(stage, RunArgs.from_cli(args, stage))

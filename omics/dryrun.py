@@ -30,7 +30,6 @@ from omics.config import TrainConfig, load_config
 from omics.data.packing import IGNORE, PackedCollator, pack
 from omics.data.validate import DataReport
 from omics.device import model_dtype
-from omics.errors import UserError
 from omics.model import load_tokenizer, require_model_dir
 from omics.stages import ExampleBuilder, Stage
 from omics.train import RunArgs, build_dataset, check_precision, check_schedule, choose_max_length
@@ -54,9 +53,6 @@ class Preview:
 def dry_run(stage: Stage, args: RunArgs) -> dict[str, Any]:
     """Print a few examples as trained, the data's lengths and packing, the steps, trainable parameters and
     memory; return the figures. Reads the base model's tokenizer and config.json only."""
-    if stage.trainer is not None:
-        raise UserError(f"--dry-run previews the supervised stages' examples; {stage.name} trains with its own loop: "
-                        f"run it with a few steps instead (--set max_steps=2 --output-dir DIR --metrics-dir DIR)")
     config = load_config(args.config, args.overrides)
     check_precision(config)
     check_schedule(stage, config, args.eval_data is not None)

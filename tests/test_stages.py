@@ -37,6 +37,8 @@ def test_stage_flags_come_from_the_stage():
     with pytest.raises(SystemExit):
         parser.parse_args(["stage1", "evaluate", "--data", "s.txt", "--max-samples", "2"])
     assert parser.parse_args(["stage2", "train", "--data", "t.jsonl", "--dry-run"]).dry_run == 3
+    with pytest.raises(SystemExit):  # a stage with its own training loop has no dry run to offer
+        parser.parse_args(["dpo", "train", "--data", "p.jsonl", "--dry-run"])
     with pytest.raises(SystemExit):
         parser.parse_args(["stage2", "train", "--data", "t.jsonl", "--dry-run", "-2"])
 
