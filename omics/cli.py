@@ -321,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   **help_texts("omics compare --stages 2 3"))
     compare.add_argument("--stages", nargs="+", metavar="STAGE",
                          help="stage numbers or names (2 3 dpo); default: every stage with a metrics.json")
+    compare.add_argument("--out", type=Path, help="folder for comparison.md/.html (default: --metrics-root)")
     compare.add_argument("--overwrite", action="store_true", help="replace an earlier comparison.md/.html")
     compare.add_argument("--metrics-root", type=Path, default=paths.ARCHIVE / "metrics",
                          help="folder holding stageN/metrics.json")

@@ -136,7 +136,7 @@ def test_stage1_report_shows_the_likelihood_beside_an_evaluation_of_the_same_mod
     assert _read_page(out / "report.html").tables == tables + 2  # + the settings of each evaluation
 
 
-def test_compare_writes_a_comparison_report_linking_each_stage(tmp_path, monkeypatch):
+def test_compare_writes_a_comparison_report_linking_each_stage(tmp_path, monkeypatch, caplog):
     root = tmp_path / "metrics"
     _scored(tmp_path, monkeypatch, ROWS[:8], out="metrics/stage2")
     _scored(tmp_path, monkeypatch, ROWS, out="metrics/stage3")
@@ -149,3 +149,7 @@ def test_compare_writes_a_comparison_report_linking_each_stage(tmp_path, monkeyp
     text = (root / "comparison.html").read_text()
     assert all(f'href="{folder}/report.html"' in text for folder in ("stage2", "stage3", "stage3/direct"))
     assert "<title>omics report: stage3/direct</title>" in (root / "stage3/direct/report.html").read_text()
+    mine = ["compare", "--stages", "2", "3", "--metrics-root", "metrics", "--out", "mine"]  # the demo's left alone
+    assert cli(monkeypatch, tmp_path, *mine) == 0
+    assert "these results answer different questions (stage2: 8 of" in caplog.text  # 8, 14 and 10 rows
+    assert 'href="../metrics/stage3/direct/report.html"' in (tmp_path / "mine/comparison.html").read_text()

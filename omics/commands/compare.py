@@ -29,9 +29,27 @@ def run(args: Namespace) -> dict:
             found[f"{name} direct"] = direct
     if len(found) < 2:
         raise UserError(f"fewer than two evaluated stages under {args.metrics_root}: nothing to compare")
-    ensure_writable(args.metrics_root / "comparison.md", args.overwrite)
+    out = args.out or args.metrics_root
+    ensure_writable(out / "comparison.md", args.overwrite)
+    warn_if_other_questions(found)
     table, docs = compare_files(found)
     print(table)
-    write_text(args.metrics_root / "comparison.md", table + "\n")
-    write_comparison_report(args.metrics_root, table, docs)
+    write_text(out / "comparison.md", table + "\n")
+    write_comparison_report(out, table, docs, args.metrics_root)
     return docs
+
+
+def warn_if_other_questions(found: dict) -> None:
+    """Deltas between results on different questions (another file, or a --max-samples share) mean little: say so."""
+    import json
+    import logging
+
+    asked = {}
+    for label, path in found.items():
+        document = json.loads(path.read_text())
+        asked[label] = (document["meta"].get("data_sha256"), document["overall"].get("n_examples"))
+    if len(set(asked.values())) > 1:
+        logging.getLogger("omics").warning(
+            "these results answer different questions (%s): their deltas compare different test sets; evaluate "
+            "every model on the same file without --max-samples", ", ".join(
+                f"{label}: {n} of {str(sha)[:8]}" for label, (sha, n) in asked.items()))

@@ -203,17 +203,22 @@ def write_report(folder: Path) -> Path | None:
     return _safely(write, folder)
 
 
-def write_comparison_report(root: Path, table: str, docs: dict[str, dict[str, Any]]) -> Path | None:
-    """`comparison.html` and `plots/` beside comparison.md: the comparison tables, the per-task bars of
-    every stage, the paper table beside the paper's numbers, and links to each stage's own report."""
+def write_comparison_report(root: Path, table: str, docs: dict[str, dict[str, Any]],
+                            metrics_root: Path | None = None) -> Path | None:
+    """`comparison.html` and `plots/` beside comparison.md in `root`: the comparison tables, the per-task bars of
+    every stage, the paper table beside the paper's numbers, and links to each stage's own report (under
+    `metrics_root`, default `root`)."""
+    import os
+
     from omics.evaluate.plots import score_bars
 
     root = Path(root)
+    stages = Path(metrics_root or root)
 
     def write() -> Path:
-        folders = {label: label.replace(" ", "/") for label in docs}  # "stage3 direct": metrics/stage3/direct
-        links = "".join(f'<li><a href="{folder}/{REPORT}">{label}</a></li>' for label, folder in folders.items()
-                        if (root / folder / REPORT).is_file())
+        reports = {label: stages / label.replace(" ", "/") / REPORT for label in docs}  # "stage3 direct": its folder
+        links = "".join(f'<li><a href="{os.path.relpath(path, root)}">{label}</a></li>'
+                        for label, path in reports.items() if path.is_file())
         return _publish(root, COMPARISON, f"omics comparison: {', '.join(docs)}", score_bars(docs), [
             ("Comparison", markdown_html(table)),
             ("Stage reports", f"<ul>{links}</ul>" if links else None),

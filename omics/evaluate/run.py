@@ -258,8 +258,14 @@ def _write_comparison(label: str, stage: Stage, stage_dir: Path, metrics_dir: Pa
     ours = (metrics_dir / "metrics.json").resolve()  # e.g. the Stage 1 model evaluated into metrics/stage1
     earlier = {s.name: stage_dir.parent / s.name / "metrics.json" for s in registered().values()
                if s.number < stage.number}
-    same = {k: p for k, p in earlier.items() if p.is_file() and p.resolve() != ours
-            and json.loads(p.read_text())["meta"].get("data_sha256") == data_sha}
+    n_examples = json.loads((metrics_dir / "metrics.json").read_text())["overall"]["n_examples"]
+
+    def same_questions(path: Path) -> bool:  # the same file, and all of it or the same --max-samples share
+        document = json.loads(path.read_text())
+        return (document["meta"].get("data_sha256") == data_sha
+                and document["overall"].get("n_examples") == n_examples)
+
+    same = {k: p for k, p in earlier.items() if p.is_file() and p.resolve() != ours and same_questions(p)}
     if same:
         table, _ = compare_files({**same, label: metrics_dir / "metrics.json"})
         print(table)
