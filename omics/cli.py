@@ -2,8 +2,11 @@
 
     omics stage1|stage2|stage3 train    --data FILE [--eval-data FILE] [--config YAML] [--set key=value ...]
     omics stage1|stage2|stage3 evaluate --data FILE [...]
-    omics score --predictions FILE        omics compare --stages 2 3
-    omics demo                            (the whole pipeline on a tiny model and bundled data)
+    omics synthesize --data FILE --out FILE --base-url URL --model NAME   (Stage 3 data from a teacher)
+    omics pairs --model DIR ...; omics dpo|grpo train|evaluate --data FILE (preference and RL tuning)
+    omics score --predictions FILE        omics compare --stages 2 3 dpo
+    omics generate | chat | serve --model DIR   omics embed | variant-effect --model DIR --data FILE
+    omics vocab build --data FILE --out DIR     omics demo (the whole pipeline on a tiny model and bundled data)
 """
 
 from __future__ import annotations
