@@ -6,12 +6,14 @@ all the rest — overwrite protection, checkpoints and resume, LoRA+, logging, s
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import platform
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -439,19 +441,31 @@ def kept_checkpoint(trainer: OmicsTrainer) -> dict[str, Any]:
     return kept
 
 
-def train(stage: Stage, args: RunArgs) -> dict[str, Any]:
-    """Run one stage's training end to end, its folders held throughout, and return its run summary."""
-    with hold_directories(args) as run:
-        return _train(stage, args, run)
+def held(run_body: Callable[[Stage, RunArgs, Run], dict[str, Any]]) -> Callable[[Stage, RunArgs], dict[str, Any]]:
+    """A training loop run end to end with its folders held throughout (one process per run folder), returning
+    its run summary: every stage's `trainer`, the shared one's included."""
+    @functools.wraps(run_body)
+    def train(stage: Stage, args: RunArgs) -> dict[str, Any]:
+        with hold_directories(args) as run:
+            return run_body(stage, args, run)
+
+    return train
 
 
-def _train(stage: Stage, args: RunArgs, run: Run) -> dict[str, Any]:
-    started = time.time()
+def checked_start(stage: Stage, args: RunArgs) -> tuple[TrainConfig, Path]:
+    """The config and base model of a run, every refusal said before any file is written."""
     config = load_config(args.config, args.overrides)
     check_precision(config)
-    check_schedule(stage, config, args.eval_data is not None)
     base = require_model_dir(args.base_model, stage.missing_base_hint)
     check_directories(args)
+    return config, base
+
+
+@held
+def train(stage: Stage, args: RunArgs, run: Run) -> dict[str, Any]:
+    started = time.time()
+    config, base = checked_start(stage, args)
+    check_schedule(stage, config, args.eval_data is not None)
     first_chat = stage.chat and not has_chat_template(base)
     tokenizer = load_tokenizer(base, chat=stage.chat, system_prompt=config.system_prompt)
     if config.max_length == 0:

@@ -18,7 +18,7 @@ import torch
 from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 
-from omics.config import TrainConfig, load_config
+from omics.config import TrainConfig
 from omics.data.pairs import conversation, read_pairs
 from omics.data.validate import DataReport
 from omics.io import write_json
@@ -27,7 +27,6 @@ from omics.model import (
     load_tokenizer,
     lora_config,
     prepare_for_training,
-    require_model_dir,
     save_trained,
     trained_in_fp32,
 )
@@ -40,11 +39,10 @@ from omics.train import (
     RunArgs,
     StopIfFinished,
     best_metric,
-    check_directories,
-    check_precision,
     check_schedule,
+    checked_start,
     finish_run,
-    hold_directories,
+    held,
     last_checkpoint,
     model_card,
     reset_directories,
@@ -86,19 +84,12 @@ def reward_curve(log_history: list[dict]) -> dict[str, dict[str, float]]:
     return curve
 
 
-def train(stage: Stage, args: RunArgs) -> dict[str, Any]:
-    """Run DPO end to end, its folders held throughout, and return its run summary."""
-    with hold_directories(args) as run:
-        return _train(stage, args, run)
-
-
-def _train(stage: Stage, args: RunArgs, run: Run) -> dict[str, Any]:
+@held
+def train(stage: Stage, args: RunArgs, run: Run) -> dict[str, Any]:
+    """DPO end to end, returning its run summary."""
     started = time.time()
-    config = load_config(args.config, args.overrides)
-    check_precision(config)
+    config, base = checked_start(stage, args)
     check_schedule(stage, config, args.eval_data is not None)
-    base = require_model_dir(args.base_model, stage.missing_base_hint)
-    check_directories(args)
     inherited = read_card(base)  # the base's prompts: the pairs are asked as the model is used
     config.system_prompt, config.reasoning_system_prompt = inherited.system_prompt, inherited.reasoning_prompt
     tokenizer = load_tokenizer(base, chat=True, system_prompt=inherited.system_prompt)

@@ -21,14 +21,14 @@ from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
 from omics.compat import drop_reference_copy
-from omics.config import TrainConfig, load_config
+from omics.config import TrainConfig
 from omics.data.labels import consistent_labels, label_kinds_kept
 from omics.data.validate import DataReport, read_instructions
 from omics.device import has_package, use_cuda
 from omics.errors import UserError
 from omics.evaluate.tasks import build_task_specs
 from omics.io import write_json
-from omics.model import load_model, load_tokenizer, prepare_for_training, require_model_dir, save_trained
+from omics.model import load_model, load_tokenizer, prepare_for_training, save_trained
 from omics.model_card import ModelCard, read_card
 from omics.rewards import answer_reward, format_reward
 from omics.runs import Run
@@ -39,10 +39,9 @@ from omics.train import (
     OmicsOptimizer,
     RunArgs,
     StopIfFinished,
-    check_directories,
-    check_precision,
+    checked_start,
     finish_run,
-    hold_directories,
+    held,
     last_checkpoint,
     model_card,
     reset_directories,
@@ -139,22 +138,15 @@ def grpo_card(card: ModelCard, base_card: ModelCard, summary: dict[str, dict]) -
                    reasoning_prompt=base_card.reasoning_prompt, tasks=summary)
 
 
-def train(stage: Stage, args: RunArgs) -> dict[str, Any]:
-    """`omics grpo train`: one run end to end, its folders held throughout; returns its run summary."""
-    with hold_directories(args) as run:
-        return _train(stage, args, run)
-
-
-def _train(stage: Stage, args: RunArgs, run: Run) -> dict[str, Any]:
+@held
+def train(stage: Stage, args: RunArgs, run: Run) -> dict[str, Any]:
+    """`omics grpo train` end to end, returning its run summary."""
     started = time.time()
-    config = load_config(args.config, args.overrides)
-    check_precision(config)
+    config, base = checked_start(stage, args)
     if (answers := config.micro_batch_size * config.grad_accum) % config.num_generations:
         raise UserError(f"micro_batch_size x grad_accum ({answers} answers a step) must be a multiple of "
                         f"num_generations ({config.num_generations}): a step answers whole groups of one question; "
                         "change one with --set")
-    base = require_model_dir(args.base_model, stage.missing_base_hint)
-    check_directories(args)
     base_card = read_card(base)
     report = DataReport(str(args.data))
     records, task_summary = prompt_records(args.data, config, report)
