@@ -71,7 +71,8 @@ def test_make_install_uses_the_constraints():
 
 def test_start_up_line_lists_what_is_installed(monkeypatch, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="omics")
-    assert cli(monkeypatch, tmp_path, "generate", "--model", "missing", "--data", "missing.jsonl",
+    (tmp_path / "questions.jsonl").write_text('{"input": "q"}\n')  # the data exists: the model folder does not
+    assert cli(monkeypatch, tmp_path, "generate", "--model", "missing", "--data", "questions.jsonl",
                "--out", "out.jsonl") == 2
     line = next(r.getMessage() for r in caplog.records if "optional kernels/backends" in r.getMessage())
     found, missing = line.split("; not installed: ")
