@@ -74,8 +74,6 @@ def load_template(path: Path | None) -> str:
     """The prompt: DEFAULT_TEMPLATE, or a file using the same {placeholders}; other braces are left as written."""
     if path is None:
         return DEFAULT_TEMPLATE
-    if not path.is_file():
-        raise UserError(f"--prompt-template {path} not found (pass a text file using {{input}} and {{output}})")
     template = path.read_text(encoding="utf-8")
     names = set(PLACEHOLDER.findall(template))
     if unknown := sorted(names - set(PLACEHOLDERS)):

@@ -274,8 +274,6 @@ def check_args(args: Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value < least:
             raise UserError(f"--{name.replace('_', '-')} must be at least {least}, got {value}")
-    if not args.data.is_file():
-        raise UserError(f"--data {args.data}: no such file; pass the Stage 2 .jsonl to synthesize from")
     if args.out.suffix != ".jsonl":
         raise UserError(f"--out {args.out}: Stage 3 data is .jsonl; name the file NAME.jsonl")
     if args.timeout <= 0:
